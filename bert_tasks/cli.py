@@ -1,0 +1,109 @@
+"""bert-tasks train | evaluate | predict | recipes | report.
+
+Errors in the user's input print as one line on stderr with exit status 2.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Optional, Sequence
+
+from .errors import BertTasksError
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from .config import load_config
+    from .summary import format_table
+    from .training import train
+
+    summary = train(load_config(args.recipe, args.overrides))
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(format_table([summary]))
+        print(f"run directory: {summary.run_dir}")
+    return 0
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from .evaluation import evaluate_run
+
+    results = evaluate_run(Path(args.run_dir), tuple(args.overrides), args.split)
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(json.dumps(results, indent=2))
+    return 0
+
+
+def _cmd_predict(args: argparse.Namespace) -> int:
+    from .predictor import load
+
+    predictor = load(args.run_dir)
+    predictions = predictor.predict_file(Path(args.input), args.batch_size)
+    out = Path(args.output)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with out.open("w") as handle:
+        for row in predictions:
+            handle.write(json.dumps(row) + "\n")
+    print(f"{len(predictions)} predictions written to {out}")
+    return 0
+
+
+def _cmd_recipes(args: argparse.Namespace) -> int:
+    from .config import list_recipes, recipes_dir
+
+    root = recipes_dir()
+    for path in list_recipes():
+        first = next((line.lstrip("# ").strip() for line in path.read_text().splitlines() if line.startswith("#")), "")
+        print(f"{str(path.relative_to(root).with_suffix('')):<16} {first}")
+    return 0
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from .summary import RunSummary, format_table
+
+    print(format_table([RunSummary.load(Path(d)) for d in args.run_dirs]))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="bert-tasks", description="Fine-tune BERT-style encoders from YAML recipes.")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    train = commands.add_parser("train", help="train a recipe: bert-tasks train RECIPE [section.key=value ...]")
+    train.add_argument("recipe", help="a YAML file, or a recipe name such as glue/sst2 (see `bert-tasks recipes`)")
+    train.add_argument("overrides", nargs="*", help="typed overrides, e.g. train.learning_rate=3e-5 strategy.name=last_n")
+    train.set_defaults(run=_cmd_train)
+
+    evaluate = commands.add_parser("evaluate", help="metrics of a run's best model: bert-tasks evaluate RUN_DIR [data.key=value ...]")
+    evaluate.add_argument("run_dir")
+    evaluate.add_argument("overrides", nargs="*", help="data overrides, e.g. data.validation=dev.tsv")
+    evaluate.add_argument("--split", default="validation", choices=["train", "validation", "test"])
+    evaluate.set_defaults(run=_cmd_evaluate)
+
+    predict = commands.add_parser("predict", help="predict a file: bert-tasks predict RUN_DIR --input FILE --output FILE.jsonl")
+    predict.add_argument("run_dir")
+    predict.add_argument("--input", required=True, help="csv / tsv / json / jsonl / parquet with the run's text columns (or 'text', 'text_pair')")
+    predict.add_argument("--output", required=True, help="jsonl: one object per input row (label and scores)")
+    predict.add_argument("--batch-size", type=int, default=64)
+    predict.set_defaults(run=_cmd_predict)
+
+    recipes = commands.add_parser("recipes", help="list the bundled recipes")
+    recipes.set_defaults(run=_cmd_recipes)
+
+    report = commands.add_parser("report", help="a table of finished runs: bert-tasks report RUN_DIR [RUN_DIR ...]")
+    report.add_argument("run_dirs", nargs="+")
+    report.set_defaults(run=_cmd_report)
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.run(args)
+    except BertTasksError as error:
+        print(f"bert-tasks: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("bert-tasks: interrupted (resume with train.resume=true)", file=sys.stderr)
+        return 130

@@ -1,0 +1,316 @@
+"""Run configuration: frozen dataclasses, YAML recipes and typed ``key=value`` overrides.
+
+A recipe is a YAML mapping with up to six sections (model, task, strategy, data,
+train, output). ``task`` and ``strategy`` are plug-ins: their ``name`` picks the
+config dataclass registered with the plug-in, so each accepts its own keys.
+Anything not declared is an error naming the key and what is allowed.
+"""
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, Optional, Union
+
+import yaml
+
+from .errors import ConfigError
+from .registry import STRATEGIES, TASKS
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    checkpoint: str = "default"  # 'default' = embedded all-MiniLM-L6-v2; else a local folder or a Hub id
+    revision: Optional[str] = None  # Hub revision (branch, tag or commit) when checkpoint is a Hub id
+    dropout: Optional[float] = None  # None keeps the checkpoint's hidden dropout; 0 makes training deterministic
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    dataset: Optional[str] = None  # Hub data set (e.g. 'glue'), 'demo' for the embedded one, None for local files
+    dataset_config: Optional[str] = None  # Hub config name (e.g. 'sst2')
+    train: str = "train"  # Hub split name, or a local csv/tsv/json/jsonl/parquet file
+    validation: Optional[str] = "validation"  # as train; None skips evaluation
+    test: Optional[str] = None  # as train; used by `bert-tasks evaluate --split test`
+    text_column: str = "sentence"
+    text_pair_column: Optional[str] = None  # set for sentence-pair tasks ([CLS] A [SEP] B [SEP])
+    label_column: str = "label"
+    tsv_quoting: bool = False  # False: tabs split fields and quotes are text (GLUE TSVs need this)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: float = 3.0  # fractions allowed: 0.5 stops half-way through the first epoch
+    batch_size: int = 32  # GLOBAL batch per optimiser micro-step, split across processes (same numbers on 1 or N)
+    eval_batch_size: int = 64
+    learning_rate: float = 2e-5
+    weight_decay: float = 0.01  # never applied to biases and LayerNorm weights
+    adam_epsilon: float = 1e-8
+    warmup_steps: int = 0  # linear warmup from 0; give this or warmup_ratio, not both
+    warmup_ratio: float = 0.0  # fraction of all optimiser steps spent warming up
+    gradient_accumulation_steps: int = 1
+    max_grad_norm: float = 1.0  # 0 turns clipping off
+    mixed_precision: Literal["no", "bf16", "fp16"] = "no"
+    seed: int = 42
+    group_by_length: bool = True  # batches of similar length: less padding, faster on CPU and GPU
+    eval_every: Union[int, Literal["epoch"]] = "epoch"  # optimiser steps between evaluations, or 'epoch'
+    best_metric: Optional[str] = None  # None: the task's main metric (e.g. accuracy, pearson, matthews)
+    early_stopping_patience: int = 0  # evaluations without improvement before stopping; 0 never stops
+    save_every: Union[int, Literal["eval"]] = "eval"  # steps between resumable checkpoints, or at each evaluation
+    keep_checkpoints: int = 2  # newest resumable checkpoints kept; 0 keeps all
+    log_every: int = 10  # optimiser steps between training-loss records in metrics.jsonl
+    resume: bool = False  # continue from the newest checkpoint in the run directory
+    max_train_samples: Optional[int] = None  # first N training rows (quick runs)
+    max_eval_samples: Optional[int] = None
+    log_with: Optional[str] = None  # an Accelerate tracker, e.g. 'tensorboard'
+    num_workers: int = 0  # DataLoader workers; 0 is fastest for pre-tokenised data
+
+
+    def validate(self) -> None:
+        if self.warmup_steps and self.warmup_ratio:
+            raise ConfigError("train.warmup_steps and train.warmup_ratio: give one of them, not both")
+        if not 0.0 <= self.warmup_ratio < 1.0:
+            raise ConfigError(f"train.warmup_ratio: expected a number in [0, 1), got {self.warmup_ratio}")
+        for key in ("batch_size", "eval_batch_size", "gradient_accumulation_steps", "log_every"):
+            if getattr(self, key) < 1:
+                raise ConfigError(f"train.{key}: must be 1 or more, got {getattr(self, key)}")
+        for key in ("eval_every", "save_every"):
+            value = getattr(self, key)
+            if isinstance(value, int) and value < 1:
+                raise ConfigError(f"train.{key}: must be a positive number of steps, got {value}")
+        if self.epochs <= 0:
+            raise ConfigError(f"train.epochs: must be positive, got {self.epochs}")
+
+
+@dataclass(frozen=True)
+class OutputConfig:
+    dir: str = "runs"  # parent folder of run directories
+    name: Optional[str] = None  # run directory name; None: '<recipe>-<strategy>'
+    overwrite: bool = False  # False refuses to reuse a finished run directory unless train.resume
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    model: ModelConfig
+    task: Any  # the dataclass registered with the task plug-in
+    strategy: Any  # the dataclass registered with the strategy plug-in
+    data: DataConfig
+    train: TrainConfig
+    output: OutputConfig
+    recipe: str = "run"  # recipe name, used for default run names
+
+    @property
+    def run_dir(self) -> Path:
+        name = self.output.name or f"{self.recipe}-{self.strategy.name}"
+        return Path(self.output.dir) / name
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+SECTIONS: dict[str, type] = {"model": ModelConfig, "data": DataConfig, "train": TrainConfig, "output": OutputConfig}
+PLUGIN_SECTIONS = {"task": TASKS, "strategy": STRATEGIES}
+DEFAULT_PLUGINS = {"task": "classification", "strategy": "full"}
+
+
+def _type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        return " or ".join(repr(a) for a in typing.get_args(tp))
+    if origin in (Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in typing.get_args(tp))
+    if origin is list:
+        return f"a list of {_type_name(typing.get_args(tp)[0])}"
+    if origin is dict:
+        return "a mapping"
+    return {type(None): "null", bool: "true/false", int: "an integer", float: "a number", str: "a string"}.get(
+        tp, getattr(tp, "__name__", str(tp))
+    )
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    """Return ``value`` as type ``tp`` or raise a one-line ConfigError naming ``key``."""
+    origin = typing.get_origin(tp)
+    if origin in (Union, types.UnionType):
+        for option in typing.get_args(tp):
+            try:
+                return _coerce(value, option, key)
+            except ConfigError:
+                continue
+    elif origin is Literal:
+        if value in typing.get_args(tp):
+            return value
+    elif origin is list:
+        (item_type,) = typing.get_args(tp)
+        if isinstance(value, (list, tuple)):
+            return tuple(_coerce(v, item_type, f"{key}[{i}]") for i, v in enumerate(value))
+    elif origin is dict:
+        if isinstance(value, dict):
+            return dict(value)
+    elif tp is type(None):
+        if value is None or value in ("null", "None", "none"):
+            return None
+    elif tp is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false", "yes", "no"):
+            return value.lower() in ("true", "yes")
+    elif tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        if isinstance(value, str):
+            try:
+                return int(value)
+            except ValueError:
+                pass
+    elif tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value)  # YAML reads '2e-5' as a string
+            except ValueError:
+                pass
+    elif tp is str:
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            return str(value)
+    raise ConfigError(f"{key}: expected {_type_name(tp)}, got {value!r}")
+
+
+def build_dataclass(cls: type, values: dict[str, Any], section: str) -> Any:
+    """Build a frozen config dataclass from a mapping, checking every key and type."""
+    if values is None:
+        values = {}
+    if not isinstance(values, dict):
+        raise ConfigError(f"{section}: expected a mapping of keys, got {values!r}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - set(fields))
+    if unknown:
+        raise ConfigError(f"{section}.{unknown[0]}: unknown key; allowed keys are {', '.join(fields)}")
+    kwargs = {name: _coerce(value, hints[name], f"{section}.{name}") for name, value in values.items()}
+    try:
+        config = cls(**kwargs)
+    except TypeError as error:  # a field without default that was not given
+        raise ConfigError(f"{section}: {error}") from None
+    check = getattr(config, "validate", None)
+    if check is not None:
+        check()
+    return config
+
+
+def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
+    parts = dotted.split(".")
+    node = tree
+    for part in parts[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"{dotted}: {part!r} is not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+def parse_overrides(overrides: list[str] | tuple[str, ...]) -> list[tuple[str, Any]]:
+    """``['train.learning_rate=3e-5', 'strategy.name=last_n']`` -> [(key, typed value)]."""
+    parsed = []
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key or "." not in key:
+            raise ConfigError(f"override {item!r}: expected section.key=value, e.g. train.learning_rate=3e-5")
+        try:
+            value = yaml.safe_load(raw) if raw != "" else None
+        except yaml.YAMLError:
+            value = raw
+        parsed.append((key.strip(), value))
+    return parsed
+
+
+def config_from_dict(tree: dict[str, Any], recipe: str = "run") -> RunConfig:
+    """Turn a recipe mapping (already merged with overrides) into a RunConfig."""
+    if not isinstance(tree, dict):
+        raise ConfigError(f"recipe {recipe}: expected a mapping with sections {', '.join(list(SECTIONS) + list(PLUGIN_SECTIONS))}")
+    allowed = set(SECTIONS) | set(PLUGIN_SECTIONS) | {"recipe"}
+    unknown = sorted(set(tree) - allowed)
+    if unknown:
+        raise ConfigError(f"{unknown[0]}: unknown section; allowed sections are {', '.join(sorted(allowed - {'recipe'}))}")
+    built: dict[str, Any] = {name: build_dataclass(cls, tree.get(name) or {}, name) for name, cls in SECTIONS.items()}
+    for section, registry in PLUGIN_SECTIONS.items():
+        values = dict(tree.get(section) or {})
+        name = str(values.get("name", DEFAULT_PLUGINS[section]))
+        values["name"] = name
+        built[section] = build_dataclass(registry.config_class(name), values, section)
+    return RunConfig(recipe=str(tree.get("recipe", recipe)), **built)
+
+
+def load_config(recipe: str | Path | dict[str, Any], overrides: list[str] | tuple[str, ...] = ()) -> RunConfig:
+    """Load a YAML recipe (path, or a recipe name under ``recipes/``) and apply overrides."""
+    if isinstance(recipe, dict):
+        tree, name = dict(recipe), str(recipe.get("recipe", "run"))
+    else:
+        path = resolve_recipe(recipe)
+        try:
+            tree = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as error:
+            mark = getattr(error, "problem_mark", None)
+            where = f" line {mark.line + 1}" if mark else ""
+            raise ConfigError(f"{path}{where}: not valid YAML ({getattr(error, 'problem', error)})") from None
+        name = path.stem
+    tree = _deep_copy(tree)
+    for key, value in parse_overrides(list(overrides)):
+        _set_dotted(tree, key, value)
+    return config_from_dict(tree, recipe=name)
+
+
+def _deep_copy(tree: Any) -> Any:
+    if isinstance(tree, dict):
+        return {k: _deep_copy(v) for k, v in tree.items()}
+    if isinstance(tree, list):
+        return [_deep_copy(v) for v in tree]
+    return tree
+
+
+def recipes_dir() -> Path:
+    """The recipes folder of this checkout (beside the package)."""
+    return Path(__file__).resolve().parent.parent / "recipes"
+
+
+def list_recipes() -> list[Path]:
+    root = recipes_dir()
+    return sorted(root.rglob("*.yaml")) if root.is_dir() else []
+
+
+def resolve_recipe(recipe: str | Path) -> Path:
+    """A recipe path, or a name like 'glue/sst2' looked up in the recipes folder."""
+    path = Path(recipe)
+    if path.is_file():
+        return path
+    for candidate in (recipes_dir() / path, recipes_dir() / f"{recipe}.yaml"):
+        if candidate.is_file():
+            return candidate
+    raise ConfigError(f"recipe {recipe}: no such file (and no recipe of that name; see `bert-tasks recipes`)")
+
+
+def save_config(config: RunConfig, path: Path) -> None:
+    """Write the fully resolved config, every default spelled out, so a run can be rebuilt."""
+    tree = _plain(config.to_dict())
+    path.write_text(yaml.safe_dump(tree, sort_keys=False))
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def with_overrides(config: RunConfig, overrides: list[str] | tuple[str, ...]) -> RunConfig:
+    """A copy of ``config`` with ``key=value`` overrides applied and re-validated."""
+    tree = _plain(config.to_dict())
+    for key, value in parse_overrides(list(overrides)):
+        _set_dotted(tree, key, value)
+    return config_from_dict(tree, recipe=config.recipe)

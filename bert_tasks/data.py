@@ -1,0 +1,174 @@
+"""Reading examples: Hub data sets, the embedded demo set, and local csv/tsv/json/jsonl/parquet.
+
+Every split comes back as a ``Split``: a ``datasets.Dataset`` plus where each row
+came from, so that any later check can say "file, line N" in its error.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+import datasets
+
+from .errors import DataError
+
+DEMO_DATASET = "demo"
+DEMO_DIR = Path(__file__).resolve().parent / "demo_data"
+LOCAL_SUFFIXES = (".csv", ".tsv", ".json", ".jsonl", ".parquet")
+
+
+@dataclass
+class Split:
+    """One split's rows and a way to name a row's place in its source."""
+
+    name: str  # 'train', 'validation', 'test'
+    dataset: datasets.Dataset
+    origin: str  # file path, or 'hub glue/sst2 [train]'
+    lines: Optional[list[int]] = None  # the file line of each row, when the format has lines
+
+    def where(self, index: int) -> str:
+        if self.lines is not None:
+            return f"{self.origin}, line {self.lines[index]}"
+        return f"{self.origin}, row {index + 1}"
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def require_columns(self, columns: Sequence[Optional[str]], keys: Sequence[str]) -> None:
+        """Fail with the first configured column that the split does not have."""
+        present = self.dataset.column_names
+        for column, key in zip(columns, keys):
+            if column is not None and column not in present:
+                raise DataError(
+                    f"{self.origin}: missing column {column!r} (set by {key}); the columns are {', '.join(present)}"
+                )
+
+    def head(self, count: Optional[int]) -> "Split":
+        if count is None or count >= len(self.dataset):
+            return self
+        lines = self.lines[:count] if self.lines is not None else None
+        return Split(self.name, self.dataset.select(range(count)), self.origin, lines)
+
+
+def is_local_file(value: str) -> bool:
+    return Path(value).suffix.lower() in LOCAL_SUFFIXES or Path(value).is_file()
+
+
+def load_split(
+    name: str,
+    source: str,
+    dataset: Optional[str] = None,
+    dataset_config: Optional[str] = None,
+    tsv_quoting: bool = False,
+) -> Split:
+    """Read one split: a local file if ``source`` looks like one, else a split of ``dataset``."""
+    if dataset == DEMO_DATASET and not is_local_file(source):
+        return read_file(name, DEMO_DIR / f"{source}.csv")
+    if is_local_file(source):
+        return read_file(name, Path(source), tsv_quoting=tsv_quoting)
+    if dataset is None:
+        raise DataError(f"data.{name}={source!r}: no such file, and no data.dataset is set to take a Hub split from")
+    return _read_hub(name, dataset, dataset_config, source)
+
+
+def _read_hub(name: str, dataset: str, config: Optional[str], split: str) -> Split:
+    label = f"hub {dataset}{'/' + config if config else ''} [{split}]"
+    try:
+        data = datasets.load_dataset(dataset, config, split=split)
+    except Exception as error:  # datasets raises many types (ConnectionError, DatasetNotFoundError, ValueError)
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise DataError(
+            f"data.{name}: cannot load {label}: {first[:200]} (offline? give local files with data.{name}=PATH)"
+        ) from None
+    if len(data) == 0:
+        raise DataError(f"{label}: the split is empty")
+    return Split(name, data, label)
+
+
+def read_file(name: str, path: Path, tsv_quoting: bool = False) -> Split:
+    """Read a local csv / tsv / json / jsonl / parquet file into a Split."""
+    if not path.is_file():
+        raise DataError(f"data.{name}={str(path)!r}: no such file")
+    suffix = path.suffix.lower()
+    readers = {".csv": _read_delimited, ".tsv": _read_delimited, ".jsonl": _read_jsonl, ".json": _read_json}
+    if suffix == ".parquet":
+        try:
+            data = datasets.Dataset.from_parquet(str(path))
+        except Exception as error:
+            raise DataError(f"{path}: not a readable parquet file ({type(error).__name__})") from None
+        if len(data) == 0:
+            raise DataError(f"{path}: the file has no rows")
+        return Split(name, data, str(path))
+    if suffix not in readers:
+        raise DataError(f"{path}: unsupported file type {suffix!r}; use one of {', '.join(LOCAL_SUFFIXES)}")
+    if suffix in (".csv", ".tsv"):
+        rows, lines = _read_delimited(path, delimiter="\t" if suffix == ".tsv" else ",", quoting=tsv_quoting or suffix == ".csv")
+    else:
+        rows, lines = readers[suffix](path)
+    if not rows:
+        raise DataError(f"{path}: the file has no rows")
+    columns = list(rows[0])
+    split = Split(name, datasets.Dataset.from_dict({}), str(path), lines)
+    for index, row in enumerate(rows):
+        if set(row) != set(columns):
+            odd = sorted(set(columns) ^ set(row))
+            raise DataError(f"{split.where(index)}: fields {odd} differ from the first row's fields {columns}")
+    split.dataset = datasets.Dataset.from_dict({c: [row[c] for row in rows] for c in columns})
+    return split
+
+
+def _read_delimited(path: Path, delimiter: str, quoting: bool) -> tuple[list[dict[str, Any]], list[int]]:
+    csv.field_size_limit(sys.maxsize)
+    with path.open(newline="", encoding="utf-8") as handle:
+        reader = csv.reader(handle, delimiter=delimiter, quoting=csv.QUOTE_MINIMAL if quoting else csv.QUOTE_NONE)
+        try:
+            header = next(reader)
+        except StopIteration:
+            raise DataError(f"{path}: the file is empty (expected a header row)") from None
+        if len(set(header)) != len(header):
+            raise DataError(f"{path}, line 1: repeated column names in the header {header}")
+        rows, lines = [], []
+        start = reader.line_num + 1
+        for values in reader:
+            line, start = start, reader.line_num + 1
+            if not values:
+                continue
+            if len(values) != len(header):
+                raise DataError(f"{path}, line {line}: {len(values)} fields, expected {len(header)} ({', '.join(header)})")
+            rows.append(dict(zip(header, values)))
+            lines.append(line)
+    return rows, lines
+
+
+def _read_jsonl(path: Path) -> tuple[list[dict[str, Any]], list[int]]:
+    rows, lines = [], []
+    with path.open(encoding="utf-8") as handle:
+        for number, text in enumerate(handle, start=1):
+            if not text.strip():
+                continue
+            try:
+                row = json.loads(text)
+            except json.JSONDecodeError as error:
+                raise DataError(f"{path}, line {number}: not valid JSON ({error.msg})") from None
+            if not isinstance(row, dict):
+                raise DataError(f"{path}, line {number}: expected a JSON object, got {type(row).__name__}")
+            rows.append(row)
+            lines.append(number)
+    return rows, lines
+
+
+def _read_json(path: Path) -> tuple[list[dict[str, Any]], None]:
+    """A JSON list of objects, or an object holding one under 'data'."""
+    try:
+        payload = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as error:
+        raise DataError(f"{path}, line {error.lineno}: not valid JSON ({error.msg})") from None
+    if isinstance(payload, dict) and isinstance(payload.get("data"), list):
+        payload = payload["data"]
+    if not isinstance(payload, list) or not all(isinstance(row, dict) for row in payload):
+        raise DataError(f"{path}: expected a list of objects (or {{'data': [...]}})")
+    return list(payload), None  # a JSON document has no line per row: errors say "row N"

@@ -1,0 +1,87 @@
+"""Files of a run directory, and rebuilding a trained model from them.
+
+    RUN_DIR/
+      config.yaml          the fully resolved RunConfig
+      task.json            what the task learned from the data (label names, ...)
+      metrics.jsonl        one JSON object per log/evaluation event
+      summary.json         final figures: best metric, parameters, train time, speed
+      best/                weights of the best evaluation + tokenizer + encoder config
+      checkpoints/step-N/  resumable Accelerate states (model, optimiser, scheduler, RNG)
+"""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import yaml
+from safetensors.torch import load_model, save_model
+from transformers import AutoConfig, AutoTokenizer
+
+from .assembly import Assembly, build_model, build_task
+from .config import RunConfig, config_from_dict, save_config
+from .errors import BertTasksError
+
+CONFIG_FILE = "config.yaml"
+TASK_FILE = "task.json"
+METRICS_FILE = "metrics.jsonl"
+SUMMARY_FILE = "summary.json"
+BEST_DIR = "best"
+CHECKPOINTS_DIR = "checkpoints"
+WEIGHTS_FILE = "model.safetensors"
+
+
+def write_run_files(run_dir: Path, config: RunConfig, task_state: dict[str, Any]) -> None:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    save_config(config, run_dir / CONFIG_FILE)
+    (run_dir / TASK_FILE).write_text(json.dumps(task_state, indent=2))
+
+
+def append_metrics(run_dir: Path, record: dict[str, Any]) -> None:
+    with (run_dir / METRICS_FILE).open("a") as handle:
+        handle.write(json.dumps(record) + "\n")
+
+
+def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
+    path = Path(run_dir) / METRICS_FILE
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
+
+
+def save_weights(directory: Path, assembly: Assembly, model: Any) -> None:
+    """Save the (unwrapped) model's weights with the tokenizer and encoder config beside them."""
+    tmp = directory.with_name(directory.name + ".tmp")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    save_model(model, str(tmp / WEIGHTS_FILE))
+    assembly.tokenizer.save_pretrained(str(tmp))
+    assembly.backbone_config.save_pretrained(str(tmp))
+    if directory.exists():
+        shutil.rmtree(directory)
+    tmp.rename(directory)  # never leave a half-written best/ behind
+
+
+def load_run_config(run_dir: Path) -> RunConfig:
+    path = Path(run_dir) / CONFIG_FILE
+    if not path.is_file():
+        raise BertTasksError(f"{run_dir}: not a run directory (no {CONFIG_FILE})")
+    tree = yaml.safe_load(path.read_text())
+    return config_from_dict(tree, recipe=tree.get("recipe", "run"))
+
+
+def load_trained(run_dir: Path, config: RunConfig | None = None) -> tuple[RunConfig, Assembly]:
+    """Rebuild the best model of a finished run, ready for evaluation or prediction."""
+    run_dir = Path(run_dir)
+    config = config or load_run_config(run_dir)
+    weights = run_dir / BEST_DIR / WEIGHTS_FILE
+    if not weights.is_file():
+        raise BertTasksError(f"{run_dir}: no trained weights at {weights} (did training finish?)")
+    tokenizer = AutoTokenizer.from_pretrained(str(run_dir / BEST_DIR))
+    task = build_task(config, tokenizer)
+    task.load_state_dict(json.loads((run_dir / TASK_FILE).read_text()))
+    backbone_config = AutoConfig.from_pretrained(str(run_dir / BEST_DIR))
+    assembly = build_model(config, task, tokenizer, backbone_config)
+    load_model(assembly.model, str(weights))
+    assembly.model.eval()
+    return config, assembly

@@ -1,0 +1,24 @@
+"""The Accelerator every command uses, configured from the recipe's train section."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+from accelerate import Accelerator, DataLoaderConfiguration
+
+from .config import TrainConfig
+from .errors import ConfigError
+
+
+def make_accelerator(train: TrainConfig, run_dir: Optional[Path] = None) -> Accelerator:
+    """split_batches: ``train.batch_size`` is the global batch, so N processes give 1 process's numbers."""
+    try:
+        return Accelerator(
+            mixed_precision=train.mixed_precision,
+            gradient_accumulation_steps=train.gradient_accumulation_steps,
+            dataloader_config=DataLoaderConfiguration(split_batches=True),
+            log_with=train.log_with,
+            project_dir=str(run_dir) if run_dir else None,
+        )
+    except (ValueError, ImportError, RuntimeError) as error:
+        raise ConfigError(f"train.mixed_precision={train.mixed_precision} / train.log_with={train.log_with}: {str(error).splitlines()[0]}") from None

@@ -1,0 +1,30 @@
+"""What every tuning strategy provides. A strategy knows nothing about tasks."""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any
+
+from ..model import TaskModel
+
+
+class Strategy(ABC):
+    """Decides which parameters train and what the head sees.
+
+    ``apply`` runs once on a freshly built TaskModel (pretrained encoder plus a new
+    head) before the optimiser is made: it may freeze parameters, inject modules,
+    or replace ``model.features``. The head always trains.
+    """
+
+    registered_name: str = ""
+
+    def __init__(self, config: Any) -> None:
+        self.config = config
+
+    @abstractmethod
+    def apply(self, model: TaskModel) -> None: ...
+
+    def describe(self) -> str:
+        """Short human label for tables, e.g. 'last_n:n=2'."""
+        options = {k: v for k, v in vars(self.config).items() if k != "name"}
+        inner = ",".join(f"{k}={v}" for k, v in options.items())
+        return f"{self.config.name}:{inner}" if inner else self.config.name

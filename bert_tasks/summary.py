@@ -1,0 +1,70 @@
+"""The figures a finished run reports (RUN_DIR/summary.json) and a table of several runs."""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+from .config import RunConfig
+
+
+@dataclass
+class RunSummary:
+    run_dir: str
+    task: str
+    strategy: str
+    best_metric: str
+    best_value: Optional[float]
+    best_step: Optional[int]
+    eval: dict[str, float] = field(default_factory=dict)
+    trainable_parameters: int = 0
+    total_parameters: int = 0
+    train_seconds: float = 0.0
+    train_samples_per_second: float = 0.0
+    steps: int = 0
+    processes: int = 1
+
+    @classmethod
+    def create(cls, config: RunConfig, strategy: str, best_metric: str, state: Any, trainable: int, total: int, processes: int) -> "RunSummary":
+        seconds = state.train_seconds
+        return cls(
+            run_dir=str(config.run_dir), task=config.task.name, strategy=strategy, best_metric=best_metric,
+            best_value=state.best_value, best_step=state.best_step, eval=dict(state.best_metrics),
+            trainable_parameters=trainable, total_parameters=total, train_seconds=round(seconds, 2),
+            train_samples_per_second=round(state.samples_seen / seconds, 2) if seconds > 0 else 0.0,
+            steps=state.global_step, processes=processes,
+        )
+
+    @property
+    def trainable_percent(self) -> float:
+        return 100.0 * self.trainable_parameters / max(self.total_parameters, 1)
+
+    def save(self, run_dir: Path) -> None:
+        (Path(run_dir) / "summary.json").write_text(json.dumps(asdict(self), indent=2))
+
+    @classmethod
+    def load(cls, run_dir: Path) -> "RunSummary":
+        path = Path(run_dir) / "summary.json"
+        if not path.is_file():
+            from .errors import BertTasksError
+
+            raise BertTasksError(f"{run_dir}: no summary.json (not a finished run)")
+        return cls(**json.loads(path.read_text()))
+
+
+def format_table(summaries: list[RunSummary]) -> str:
+    """A plain-text table: one row per run."""
+    header = ["run", "strategy", "metric", "value", "trainable", "% of total", "train s", "samples/s"]
+    rows = [
+        [
+            Path(s.run_dir).name, s.strategy, s.best_metric,
+            "-" if s.best_value is None else f"{s.best_value:.4f}",
+            f"{s.trainable_parameters:,}", f"{s.trainable_percent:.2f}%", f"{s.train_seconds:.1f}", f"{s.train_samples_per_second:.1f}",
+        ]
+        for s in summaries
+    ]
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    lines = ["  ".join(str(c).ljust(w) for c, w in zip(r, widths)) for r in [header, *rows]]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)

@@ -1,0 +1,223 @@
+"""Sentence and sentence-pair classification and regression from [CLS] (GLUE).
+
+Input: ``[CLS] A [SEP]`` or ``[CLS] A [SEP] B [SEP]`` with token type ids. The head
+pools the sequence (``cls``: the encoder's pooler, dense + tanh over [CLS], as in
+BERT's next-sentence objective; ``mean``: mean over real tokens), applies dropout
+and a linear layer: one output per label (cross-entropy) or one output
+(regression, mean squared error, as for STS-B).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal, Optional
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import PretrainedConfig, PreTrainedTokenizerBase
+
+from .. import metrics
+from ..batching import EncodedDataset, collate_tokens
+from ..data import Split
+from ..errors import ConfigError, DataError
+from ..registry import TASKS
+from .base import Task
+
+
+@dataclass(frozen=True)
+class ClassificationConfig:
+    name: str = "classification"
+    problem: Literal["single_label", "regression"] = "single_label"
+    pooling: Literal["cls", "mean"] = "cls"  # cls: through the pooler, like BertForSequenceClassification
+    max_length: int = 128  # longer inputs are truncated (longest-first across a pair)
+    labels: Optional[list[str]] = None  # fixed label order; None: ClassLabel names, else sorted values seen in train
+    metrics: Optional[list[str]] = None  # None: accuracy (+ f1 with 2 labels) / pearson, spearman
+    classifier_dropout: Optional[float] = None  # None: the checkpoint's hidden dropout
+
+    def validate(self) -> None:
+        allowed = metrics.REGRESSION_METRICS if self.problem == "regression" else metrics.CLASSIFICATION_METRICS
+        for name in self.metrics or ():
+            if name not in allowed:
+                raise ConfigError(f"task.metrics: {name!r} is not a {self.problem} metric; choose from {', '.join(allowed)}")
+        if self.max_length < 4:
+            raise ConfigError(f"task.max_length: must be at least 4, got {self.max_length}")
+
+
+class Pooler(nn.Module):
+    """dense + tanh over the [CLS] vector (used when the checkpoint has no pooler)."""
+
+    def __init__(self, hidden_size: int) -> None:
+        super().__init__()
+        self.dense = nn.Linear(hidden_size, hidden_size)
+        self.activation = nn.Tanh()
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        return self.activation(self.dense(hidden[:, 0]))  # Shape: [batch, hidden]
+
+
+class ClassificationHead(nn.Module):
+    def __init__(self, hidden_size: int, outputs: int, dropout: float, pooling: str, pooler: Optional[nn.Module], init_std: float) -> None:
+        super().__init__()
+        self.pooling = pooling
+        self.pooler = (pooler or Pooler(hidden_size)) if pooling == "cls" else None
+        self.dropout = nn.Dropout(dropout)
+        self.classifier = nn.Linear(hidden_size, outputs)
+        nn.init.normal_(self.classifier.weight, std=init_std)
+        nn.init.zeros_(self.classifier.bias)
+        if pooler is None and self.pooler is not None:
+            nn.init.normal_(self.pooler.dense.weight, std=init_std)
+            nn.init.zeros_(self.pooler.dense.bias)
+
+    def forward(self, hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        # Shape: hidden [batch, seq, hidden], attention_mask [batch, seq]
+        if self.pooler is not None:
+            pooled = self.pooler(hidden)  # Shape: [batch, hidden]
+        else:
+            mask = attention_mask.unsqueeze(-1).to(hidden.dtype)  # Shape: [batch, seq, 1]
+            pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
+        return self.classifier(self.dropout(pooled))  # Shape: [batch, outputs]
+
+
+@TASKS.register("classification", ClassificationConfig)
+class Classification(Task):
+    def __init__(self, config: ClassificationConfig, data: Any, tokenizer: PreTrainedTokenizerBase) -> None:
+        super().__init__(config, data, tokenizer)
+        self.labels: list[str] = list(config.labels) if config.labels else []
+
+    @property
+    def regression(self) -> bool:
+        return self.config.problem == "regression"
+
+    # -- what the data defines ------------------------------------------------
+    def fit(self, train: Split) -> None:
+        self._check_columns(train, with_labels=True)
+        if self.regression or self.config.labels:
+            return
+        feature = train.dataset.features.get(self.data.label_column)
+        names = getattr(feature, "names", None)
+        if names:
+            self.labels = list(names)
+            return
+        values = {v for v in list(train.dataset[self.data.label_column]) if v is not None and v != ""}
+        if all(isinstance(v, (int, np.integer)) or (isinstance(v, str) and v.lstrip("-").isdigit()) for v in values):
+            self.labels = [str(v) for v in sorted(values, key=int)]
+        else:
+            self.labels = sorted(str(v) for v in values)
+        if len(self.labels) < 2:
+            raise DataError(f"{train.origin}: column {self.data.label_column!r} has {len(self.labels)} distinct label(s); classification needs at least 2")
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"labels": self.labels, "problem": self.config.problem}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.labels = list(state["labels"])
+
+    @property
+    def num_outputs(self) -> int:
+        return 1 if self.regression else len(self.labels)
+
+    # -- examples to tensors ----------------------------------------------------
+    def _check_columns(self, split: Split, with_labels: bool) -> None:
+        columns = [self.data.text_column, self.data.text_pair_column]
+        keys = ["data.text_column", "data.text_pair_column"]
+        if with_labels:
+            columns.append(self.data.label_column)
+            keys.append("data.label_column")
+        split.require_columns(columns, keys)
+
+    def _texts(self, split: Split, column: str) -> list[str]:
+        values = list(split.dataset[column])
+        for index, value in enumerate(values):
+            if not isinstance(value, str):
+                raise DataError(f"{split.where(index)}: field {column!r} must be text, got {value!r}")
+        return values
+
+    def _label_ids(self, split: Split) -> Optional[list]:
+        column = self.data.label_column
+        values = list(split.dataset[column])
+        if not self.regression and all(v == -1 for v in values):
+            return None  # GLUE test splits: labels hidden as -1
+        if self.regression:
+            out = []
+            for index, value in enumerate(values):
+                try:
+                    number = float(value)
+                except (TypeError, ValueError):
+                    number = float("nan")
+                if not np.isfinite(number):
+                    raise DataError(f"{split.where(index)}: field {column!r} must be a number for regression, got {value!r}")
+                out.append(number)
+            return out
+        ids = {name: i for i, name in enumerate(self.labels)}
+        feature = split.dataset.features.get(column)
+        named = getattr(feature, "names", None)
+        out = []
+        for index, value in enumerate(values):
+            key = named[value] if named and isinstance(value, int) and 0 <= value < len(named) else str(value)
+            if key not in ids:
+                raise DataError(
+                    f"{split.where(index)}: label {value!r} in field {column!r} is not one of {self.labels} (labels come from the training data or task.labels)"
+                )
+            out.append(ids[key])
+        return out
+
+    def encode(self, split: Split, with_labels: bool = True) -> EncodedDataset:
+        self._check_columns(split, with_labels)
+        texts = self._texts(split, self.data.text_column)
+        pairs = self._texts(split, self.data.text_pair_column) if self.data.text_pair_column else None
+        encoded = self.tokenizer(texts, pairs, truncation=True, max_length=self.config.max_length)
+        columns = {name: encoded[name] for name in ("input_ids", "attention_mask", "token_type_ids") if name in encoded}
+        labels = self._label_ids(split) if with_labels else None
+        if labels is not None:
+            columns["labels"] = labels
+        return EncodedDataset(columns)
+
+    def collate(self, features: list[dict[str, Any]]) -> dict[str, Any]:
+        extra = {}
+        if "labels" in features[0]:
+            dtype = torch.float32 if self.regression else torch.long
+            extra["labels"] = torch.tensor([f["labels"] for f in features], dtype=dtype)
+        return collate_tokens(features, self.tokenizer.pad_token_id or 0, extra)
+
+    # -- the model on top of the encoder ----------------------------------------
+    def build_head(self, backbone_config: PretrainedConfig, pooler: Optional[nn.Module]) -> nn.Module:
+        dropout = self.config.classifier_dropout
+        if dropout is None:
+            dropout = getattr(backbone_config, "classifier_dropout", None)
+        if dropout is None:
+            dropout = getattr(backbone_config, "hidden_dropout_prob", getattr(backbone_config, "dropout", 0.1))
+        return ClassificationHead(
+            backbone_config.hidden_size, self.num_outputs, dropout, self.config.pooling, pooler,
+            getattr(backbone_config, "initializer_range", 0.02),
+        )
+
+    def loss(self, outputs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        outputs = outputs.float()  # the loss in float32 even under bf16/fp16 autocast
+        if self.regression:
+            return F.mse_loss(outputs.squeeze(-1), labels.float())
+        return F.cross_entropy(outputs, labels)
+
+    # -- outputs to answers ----------------------------------------------------
+    @property
+    def metric_names(self) -> tuple[str, ...]:
+        if self.config.metrics:
+            return tuple(self.config.metrics)
+        if self.regression:
+            return ("pearson", "spearman")
+        return ("accuracy", "f1") if len(self.labels) == 2 else ("accuracy", "f1_macro")
+
+    def compute_metrics(self, outputs: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+        if self.regression:
+            return metrics.compute(self.metric_names, metrics.REGRESSION_METRICS, outputs.reshape(-1), labels.astype(np.float64))
+        return metrics.compute(self.metric_names, metrics.CLASSIFICATION_METRICS, outputs.argmax(-1), labels)
+
+    def format_predictions(self, outputs: np.ndarray) -> list[dict[str, Any]]:
+        if self.regression:
+            return [{"score": float(row[0])} for row in outputs]
+        shifted = outputs - outputs.max(-1, keepdims=True)
+        probs = np.exp(shifted) / np.exp(shifted).sum(-1, keepdims=True)
+        return [
+            {"label": self.labels[int(row.argmax())], "scores": {name: round(float(p), 6) for name, p in zip(self.labels, row)}}
+            for row in probs
+        ]
