@@ -63,7 +63,9 @@ class LengthGroupedBatches(Sampler[list[int]]):
         self.group = group
         self.epoch = 0
 
-    def set_epoch(self, epoch: int) -> None:
+    def use_epoch(self, epoch: int) -> None:
+        """Set the epoch that seeds the shuffle. Deliberately not named ``set_epoch``: Accelerate
+        calls that with its own count of loader iterations, which is wrong after a resume."""
         self.epoch = epoch
 
     def __len__(self) -> int:

@@ -21,7 +21,7 @@ from .tasks.base import Task
 def eval_loader(data: EncodedDataset, task: Task, batch_size: int, num_workers: int = 0) -> DataLoader:
     """Longest first, no shuffling: least padding; outputs are put back in order by 'index'."""
     sampler = LengthGroupedBatches(data.lengths, batch_size, shuffle=False)
-    return DataLoader(data, batch_sampler=sampler, collate_fn=task.collate, num_workers=num_workers)
+    return DataLoader(data, batch_sampler=sampler, collate_fn=task.collate, num_workers=num_workers, generator=torch.Generator())
 
 
 @torch.no_grad()

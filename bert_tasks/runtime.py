@@ -5,6 +5,7 @@ from pathlib import Path
 from typing import Optional
 
 from accelerate import Accelerator, DataLoaderConfiguration
+from accelerate.state import AcceleratorState, GradientState
 
 from .config import TrainConfig
 from .errors import ConfigError
@@ -12,6 +13,10 @@ from .errors import ConfigError
 
 def make_accelerator(train: TrainConfig, run_dir: Optional[Path] = None) -> Accelerator:
     """split_batches: ``train.batch_size`` is the global batch, so N processes give 1 process's numbers."""
+    # Several runs in one Python process (the API, comparisons) each get their own precision and
+    # accumulation settings; the process group itself (PartialState) is kept.
+    AcceleratorState._reset_state(reset_partial_state=False)
+    GradientState._reset_state()
     try:
         return Accelerator(
             mixed_precision=train.mixed_precision,

@@ -68,7 +68,9 @@ def train(config: RunConfig) -> RunSummary:
         raise ConfigError(f"train.best_metric={best_metric!r}: the task reports {', '.join(task.metric_names)}, loss")
 
     sampler = LengthGroupedBatches(train_data.lengths, tc.batch_size, shuffle=True, seed=tc.seed, group_by_length=tc.group_by_length)
-    train_loader = DataLoader(train_data, batch_sampler=sampler, collate_fn=task.collate, num_workers=tc.num_workers)
+    # Own generator: a DataLoader otherwise draws its seed from the global RNG, which would shift
+    # dropout masks after a resume (the iterator is re-created mid-epoch).
+    train_loader = DataLoader(train_data, batch_sampler=sampler, collate_fn=task.collate, num_workers=tc.num_workers, generator=torch.Generator().manual_seed(tc.seed))
     loaders = [train_loader] + ([eval_loader(eval_data, task, tc.eval_batch_size, tc.num_workers)] if eval_data else [])
     steps_per_epoch = math.ceil(len(sampler) / tc.gradient_accumulation_steps)
     total_steps = max(1, math.ceil(steps_per_epoch * tc.epochs))
@@ -117,7 +119,7 @@ def train(config: RunConfig) -> RunSummary:
     evaluated_at = saved_at = state.global_step if checkpoint is not None else -1
     trainable_params = [p for p in model.parameters() if p.requires_grad]
     while not stop:
-        sampler.set_epoch(state.epoch)
+        sampler.use_epoch(state.epoch)
         loader = accelerator.skip_first_batches(train_loader, state.batches_in_epoch) if state.batches_in_epoch else train_loader
         model.train()
         started = time.perf_counter()

@@ -1,0 +1,87 @@
+"""Shared fixtures: a tiny BERT and WordPiece tokenizer built in code, saved as a local checkpoint."""
+from __future__ import annotations
+
+import csv
+import random
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import BertConfig, BertModel, BertTokenizerFast
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED_DATA = ROOT.parent / "shared" / "data"
+DEMO_DATA = ROOT / "bert_tasks" / "demo_data"
+
+
+def tiny_vocab() -> list[str]:
+    """Special tokens, the letters (so any word splits into pieces) and the demo set's words."""
+    words = set()
+    for name in ("train.csv", "validation.csv"):
+        with (DEMO_DATA / name).open() as handle:
+            for row in csv.DictReader(handle):
+                words.update(w.strip(".,!?;:'\"()").lower() for w in row["text"].split())
+    letters = [chr(c) for c in range(ord("a"), ord("z") + 1)] + list("0123456789.,!?;:'\"()-")
+    return ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *letters, *[f"##{c}" for c in letters], *sorted(w for w in words if w and w not in letters)]
+
+
+def make_tiny_checkpoint(path: Path, dropout: float = 0.1, seed: int = 0) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    vocab = tiny_vocab()
+    tokenizer = BertTokenizerFast(vocab={token: i for i, token in enumerate(vocab)}, do_lower_case=True)
+    tokenizer.save_pretrained(str(path))
+    torch.manual_seed(seed)
+    config = BertConfig(
+        vocab_size=len(vocab), hidden_size=32, num_hidden_layers=4, num_attention_heads=4, intermediate_size=37,
+        max_position_embeddings=128, hidden_dropout_prob=dropout, attention_probs_dropout_prob=dropout,
+    )
+    BertModel(config).save_pretrained(str(path))
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory) -> Path:
+    return make_tiny_checkpoint(tmp_path_factory.mktemp("tiny-bert"))
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint_no_dropout(tmp_path_factory) -> Path:
+    """Dropout off: runs on 1 and 2 processes draw no random numbers, so they can agree exactly."""
+    return make_tiny_checkpoint(tmp_path_factory.mktemp("tiny-bert-nodrop"), dropout=0.0)
+
+
+def write_csv(path: Path, rows: list[dict], delimiter: str = ",") -> Path:
+    with path.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]), delimiter=delimiter)
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
+
+
+@pytest.fixture()
+def pair_data(tmp_path) -> dict[str, Path]:
+    """Sentence pairs from the demo sentences: label 'same' when both have the same sentiment; score for regression."""
+    with (DEMO_DATA / "train.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    rng = random.Random(0)
+    out = []
+    for _ in range(64):
+        a, b = rng.sample(rows, 2)
+        same = a["label"] == b["label"]
+        out.append({"first": a["text"], "second": b["text"], "relation": "same" if same else "different", "score": 4.0 if same else 1.0})
+    return {"train": write_csv(tmp_path / "pairs_train.csv", out[:48]), "validation": write_csv(tmp_path / "pairs_dev.csv", out[48:])}
+
+
+def tiny_recipe(checkpoint: Path, run_root: Path, **sections) -> dict:
+    """A recipe mapping for the tiny model on the demo data, with section overrides."""
+    recipe = {
+        "model": {"checkpoint": str(checkpoint)},
+        "task": {"name": "classification", "max_length": 32},
+        "strategy": {"name": "full"},
+        "data": {"dataset": "demo", "text_column": "text", "label_column": "label"},
+        "train": {"epochs": 1, "batch_size": 16, "learning_rate": 1e-3, "max_train_samples": 96, "max_eval_samples": 40},
+        "output": {"dir": str(run_root), "name": "run"},
+    }
+    for section, values in sections.items():
+        recipe.setdefault(section, {}).update(values)
+    return recipe

@@ -1,0 +1,107 @@
+"""End-to-end runs of the one training loop on the tiny model: run directory, best checkpoint,
+resume, early stopping, accumulation, prediction and evaluation through the API and the CLI."""
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import bert_tasks
+from bert_tasks.checkpointing import checkpoint_dirs
+from bert_tasks.cli import main
+from bert_tasks.config import load_config
+from bert_tasks.rundir import read_metrics
+
+from conftest import tiny_recipe
+
+
+def _train(checkpoint, root, **sections):
+    return bert_tasks.train(load_config(tiny_recipe(checkpoint, root, **sections)))
+
+
+def test_run_directory_best_checkpoint_and_prediction(tmp_path, tiny_checkpoint):
+    summary = _train(tiny_checkpoint, tmp_path, train={"epochs": 2, "eval_every": 3, "max_train_samples": 64})
+    run = tmp_path / "run"
+    for name in ("config.yaml", "task.json", "metrics.jsonl", "summary.json", "best/model.safetensors", "best/config.json", "best/tokenizer.json"):
+        assert (run / name).is_file(), name
+    events = read_metrics(run)
+    evals = [e for e in events if e["event"] == "eval"]
+    assert [e["step"] for e in evals] == [3, 6, 8]  # every 3 steps, plus the last step
+    best = max(evals, key=lambda e: e["accuracy"])
+    assert summary.best_value == pytest.approx(best["accuracy"]) and summary.best_step == best["step"]
+    assert summary.trainable_parameters == summary.total_parameters > 0
+    assert json.loads((run / "task.json").read_text())["labels"] == ["negative", "positive"]
+
+    model = bert_tasks.load(run)
+    predictions = model.predict(["The kettle is great.", "The train was late and dirty."])
+    assert [set(p) for p in predictions] == [{"label", "scores"}] * 2
+    assert all(abs(sum(p["scores"].values()) - 1) < 1e-4 for p in predictions)
+    # the reloaded best model reproduces the best evaluation exactly
+    results = bert_tasks.evaluation.evaluate_run(run, ("train.max_eval_samples=40",))
+    assert results["accuracy"] == pytest.approx(best["accuracy"])
+
+
+def test_cli_train_evaluate_predict(tmp_path, tiny_checkpoint, capsys):
+    recipe = tmp_path / "tiny.yaml"
+    import yaml
+
+    recipe.write_text(yaml.safe_dump(tiny_recipe(tiny_checkpoint, tmp_path / "runs")))
+    assert main(["train", str(recipe), "output.name=cli", "train.max_train_samples=32"]) == 0
+    run = tmp_path / "runs" / "cli"
+    assert main(["evaluate", str(run), "train.max_eval_samples=16"]) == 0
+    assert "accuracy" in json.loads(capsys.readouterr().out.split("run directory")[-1].split("\n", 1)[1])
+    inputs = tmp_path / "in.jsonl"
+    inputs.write_text('{"text": "lovely quiet hotel"}\n{"text": "broken after a week"}\n')
+    assert main(["predict", str(run), "--input", str(inputs), "--output", str(tmp_path / "out.jsonl")]) == 0
+    rows = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
+    assert len(rows) == 2 and rows[0]["label"] in ("positive", "negative")
+    # a finished run is not overwritten by accident
+    assert main(["train", str(recipe), "output.name=cli"]) == 2
+    assert "already holds a run" in capsys.readouterr().err
+    assert main(["evaluate", str(run), "strategy.name=full"]) == 2
+
+
+def test_resume_ends_with_the_same_weights(tmp_path, tiny_checkpoint):
+    """Run A uninterrupted; B = A's directory cut back to a mid-epoch checkpoint, resumed."""
+    sections = {"train": {"epochs": 2, "eval_every": 2, "save_every": 2, "keep_checkpoints": 0, "max_train_samples": 80}}
+    _train(tiny_checkpoint, tmp_path / "a", **sections)
+    run_a = tmp_path / "a" / "run"
+    steps = [int(p.name.split("-")[1]) for p in checkpoint_dirs(run_a)]
+    assert steps == [2, 4, 6, 8, 10]
+    run_b = tmp_path / "b" / "run"
+    shutil.copytree(run_a, run_b)
+    for path in checkpoint_dirs(run_b)[1:]:  # keep only step 2: the middle of epoch 1 (5 steps per epoch)
+        shutil.rmtree(path)
+    (run_b / "summary.json").unlink()
+    summary = _train(tiny_checkpoint, tmp_path / "b", train={**sections["train"], "resume": True})
+    assert summary.steps == 10
+    final_a = load_file(str(checkpoint_dirs(run_a)[-1] / "model.safetensors"))
+    final_b = load_file(str(checkpoint_dirs(run_b)[-1] / "model.safetensors"))
+    assert final_a.keys() == final_b.keys()
+    for name in final_a:
+        assert torch.equal(final_a[name], final_b[name]), name
+
+
+def test_early_stopping_and_gradient_accumulation(tmp_path, tiny_checkpoint):
+    summary = _train(
+        tiny_checkpoint, tmp_path,
+        train={"epochs": 20, "eval_every": 1, "early_stopping_patience": 2, "learning_rate": 0.0, "gradient_accumulation_steps": 2, "max_train_samples": 64},
+    )
+    # learning rate 0: nothing improves after the first evaluation, so 2 more evaluations stop the run
+    assert summary.steps == 3 and summary.best_step == 1
+    train_events = [e for e in read_metrics(tmp_path / "run") if e["event"] == "eval"]
+    assert len(train_events) == 3
+
+
+def test_tensorboard_tracker(tmp_path, tiny_checkpoint):
+    pytest.importorskip("tensorboard")
+    _train(tiny_checkpoint, tmp_path, train={"log_with": "tensorboard", "log_every": 1, "max_train_samples": 32})
+    assert list((tmp_path / "run").rglob("events.out.tfevents.*"))
+
+
+def test_bf16_mixed_precision_runs(tmp_path, tiny_checkpoint):
+    summary = _train(tiny_checkpoint, tmp_path, train={"mixed_precision": "bf16", "max_train_samples": 32})
+    assert summary.best_value is not None
