@@ -65,6 +65,7 @@ class TrainConfig:
     max_train_samples: Optional[int] = None  # first N training rows (quick runs)
     max_eval_samples: Optional[int] = None
     log_with: Optional[str] = None  # an Accelerate tracker, e.g. 'tensorboard'
+    cpu: bool = False  # train on the CPU even when a GPU is present
     num_workers: int = 0  # DataLoader workers; 0 is fastest for pre-tokenised data
 
 

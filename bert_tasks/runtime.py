@@ -6,6 +6,8 @@ from typing import Optional
 
 from accelerate import Accelerator, DataLoaderConfiguration
 from accelerate.state import AcceleratorState, GradientState
+from accelerate.utils import is_mps_available, is_npu_available, is_xpu_available
+import torch
 
 from .config import TrainConfig
 from .errors import ConfigError
@@ -19,6 +21,7 @@ def make_accelerator(train: TrainConfig, run_dir: Optional[Path] = None) -> Acce
     GradientState._reset_state()
     try:
         return Accelerator(
+            cpu=train.cpu or not has_accelerator_device(),  # also lets torchrun on CPU-only machines use gloo
             mixed_precision=train.mixed_precision,
             gradient_accumulation_steps=train.gradient_accumulation_steps,
             dataloader_config=DataLoaderConfiguration(split_batches=True),
@@ -27,3 +30,7 @@ def make_accelerator(train: TrainConfig, run_dir: Optional[Path] = None) -> Acce
         )
     except (ValueError, ImportError, RuntimeError) as error:
         raise ConfigError(f"train.mixed_precision={train.mixed_precision} / train.log_with={train.log_with}: {str(error).splitlines()[0]}") from None
+
+
+def has_accelerator_device() -> bool:
+    return torch.cuda.is_available() or is_mps_available() or is_xpu_available() or is_npu_available()

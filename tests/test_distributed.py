@@ -1,0 +1,48 @@
+"""Two processes (torchrun, gloo on CPU) end with the same metrics as one at the same global batch."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+import yaml
+from safetensors.torch import load_file
+
+from bert_tasks.checkpointing import checkpoint_dirs
+from bert_tasks.rundir import read_metrics
+
+from conftest import tiny_recipe
+
+
+def _run(command: list[str], cwd) -> None:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    done = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+
+
+@pytest.mark.slow
+def test_two_processes_match_one(tmp_path, tiny_checkpoint_no_dropout):
+    recipe = tiny_recipe(
+        tiny_checkpoint_no_dropout, tmp_path / "runs",
+        # 96 rows / global batch 16 = 6 steps per epoch; the 40 evaluation rows do not divide evenly
+        # by 2 x 32, so gather_for_metrics has to drop the padding it added.
+        train={"epochs": 2, "eval_every": 3, "eval_batch_size": 32, "max_train_samples": 96, "max_eval_samples": 41},
+    )
+    path = tmp_path / "recipe.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    _run([sys.executable, "-m", "bert_tasks", "train", str(path), "output.name=one"], tmp_path)
+    _run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533", "-m", "bert_tasks", "train", str(path), "output.name=two"], tmp_path)
+    one, two = (tmp_path / "runs" / name for name in ("one", "two"))
+    evals_one = [e for e in read_metrics(one) if e["event"] == "eval"]
+    evals_two = [e for e in read_metrics(two) if e["event"] == "eval"]
+    assert [e["step"] for e in evals_one] == [e["step"] for e in evals_two] == [3, 6, 9, 12]
+    assert [e for e in read_metrics(two) if e["event"] == "start"][0]["processes"] == 2
+    for a, b in zip(evals_one, evals_two):
+        assert a["accuracy"] == b["accuracy"]
+        assert a["loss"] == pytest.approx(b["loss"], abs=1e-5)
+    weights_one = load_file(str(checkpoint_dirs(one)[-1] / "model.safetensors"))
+    weights_two = load_file(str(checkpoint_dirs(two)[-1] / "model.safetensors"))
+    for name in weights_one:
+        torch.testing.assert_close(weights_one[name], weights_two[name], rtol=0, atol=1e-5)
