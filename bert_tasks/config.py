@@ -8,6 +8,7 @@ Anything not declared is an error naming the key and what is allowed.
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from dataclasses import dataclass
@@ -109,6 +110,23 @@ class RunConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+class _Yaml12BoolLoader(yaml.SafeLoader):
+    """YAML with only true/false as booleans: `mixed_precision: no` stays the string 'no'."""
+
+
+_Yaml12BoolLoader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:bool"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_Yaml12BoolLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
+)
+
+
+def parse_yaml(text: str) -> Any:
+    return yaml.load(text, Loader=_Yaml12BoolLoader)
 
 
 SECTIONS: dict[str, type] = {"model": ModelConfig, "data": DataConfig, "train": TrainConfig, "output": OutputConfig}
@@ -223,7 +241,7 @@ def parse_overrides(overrides: list[str] | tuple[str, ...]) -> list[tuple[str, A
         if not sep or not key or "." not in key:
             raise ConfigError(f"override {item!r}: expected section.key=value, e.g. train.learning_rate=3e-5")
         try:
-            value = yaml.safe_load(raw) if raw != "" else None
+            value = parse_yaml(raw) if raw != "" else None
         except yaml.YAMLError:
             value = raw
         parsed.append((key.strip(), value))
@@ -254,7 +272,7 @@ def load_config(recipe: str | Path | dict[str, Any], overrides: list[str] | tupl
     else:
         path = resolve_recipe(recipe)
         try:
-            tree = yaml.safe_load(path.read_text()) or {}
+            tree = parse_yaml(path.read_text()) or {}
         except yaml.YAMLError as error:
             mark = getattr(error, "problem_mark", None)
             where = f" line {mark.line + 1}" if mark else ""

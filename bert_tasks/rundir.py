@@ -15,12 +15,11 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-import yaml
 from safetensors.torch import load_model, save_model
 from transformers import AutoConfig, AutoTokenizer
 
 from .assembly import Assembly, build_model, build_task
-from .config import RunConfig, config_from_dict, save_config
+from .config import RunConfig, config_from_dict, parse_yaml, save_config
 from .errors import BertTasksError
 
 CONFIG_FILE = "config.yaml"
@@ -66,7 +65,7 @@ def load_run_config(run_dir: Path) -> RunConfig:
     path = Path(run_dir) / CONFIG_FILE
     if not path.is_file():
         raise BertTasksError(f"{run_dir}: not a run directory (no {CONFIG_FILE})")
-    tree = yaml.safe_load(path.read_text())
+    tree = parse_yaml(path.read_text())
     return config_from_dict(tree, recipe=tree.get("recipe", "run"))
 
 

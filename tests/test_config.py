@@ -74,3 +74,9 @@ def test_cli_lists_recipes(capsys):
     assert main(["recipes"]) == 0
     out = capsys.readouterr().out
     assert "glue/sst2" in out and "demo" in out
+
+
+def test_yes_no_on_off_stay_strings():
+    config = load_config("recipes/demo.yaml", ["train.mixed_precision=no", "output.name=off"])
+    assert config.train.mixed_precision == "no" and config.output.name == "off"
+    assert load_config("recipes/demo.yaml", ["train.resume=true"]).train.resume is True
