@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import argparse
 import csv
+import json
 import statistics
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -84,33 +86,53 @@ def run_bert_tasks(rows: int, precision: str, seed: int, out: str) -> tuple[floa
     return summary.train_samples_per_second, summary.eval["accuracy"]
 
 
+def run_side(side: str, rows: int, precision: str, seed: int) -> dict:
+    """One side in a fresh Python process, so neither inherits the other's allocator or thread state."""
+    command = [sys.executable, __file__, "--side", side, "--rows", str(rows), "--precision", precision, "--seed", str(seed)]
+    done = subprocess.run(command, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise SystemExit(f"{side} failed:\n{done.stderr[-2000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=4096)
-    parser.add_argument("--repeats", type=int, default=1, help="alternating runs per side; medians are reported")
+    parser.add_argument("--repeats", type=int, default=2, help="Trainer/bert_tasks pairs, run in turn; medians are reported")
     parser.add_argument("--precision", choices=["bf16", "no"], default="bf16")
     parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--side", choices=["trainer", "bert_tasks"], help=argparse.SUPPRESS)
     args = parser.parse_args()
     if not (SST2 / "train.tsv").is_file():
         print(f"skipped: {SST2} not found (the shared SST-2 data is needed)")
         return 0
-    from bert_tasks.backbone import resolve_checkpoint
+    if args.side:
+        from bert_tasks.backbone import resolve_checkpoint
 
-    model_path = resolve_checkpoint("default")
-    ours, theirs = [], []
-    with tempfile.TemporaryDirectory() as out:
-        for repeat in range(args.repeats):
-            theirs.append(run_trainer(model_path, args.rows, args.precision, args.seed))
-            ours.append(run_bert_tasks(args.rows, args.precision, args.seed, out))
-            print(f"repeat {repeat + 1}: Trainer {theirs[-1][0]:.1f} samples/s acc {theirs[-1][1]:.4f} | "
-                  f"bert_tasks {ours[-1][0]:.1f} samples/s acc {ours[-1][1]:.4f}", file=sys.stderr)
-    ours_speed, theirs_speed = statistics.median(s for s, _ in ours), statistics.median(s for s, _ in theirs)
-    ours_acc, theirs_acc = statistics.median(a for _, a in ours), statistics.median(a for _, a in theirs)
-    print(f"SST-2 {args.rows} rows, batch 32, 1 epoch, {args.precision}, all-MiniLM-L6-v2, {torch.get_num_threads()} threads")
+        with tempfile.TemporaryDirectory() as out:
+            if args.side == "trainer":
+                speed, accuracy = run_trainer(resolve_checkpoint("default"), args.rows, args.precision, args.seed)
+            else:
+                speed, accuracy = run_bert_tasks(args.rows, args.precision, args.seed, out)
+        print(json.dumps({"samples_per_second": speed, "accuracy": accuracy}))
+        return 0
+    pairs = []
+    for repeat in range(args.repeats):
+        theirs = run_side("trainer", args.rows, args.precision, args.seed)
+        ours = run_side("bert_tasks", args.rows, args.precision, args.seed)
+        pairs.append((theirs, ours))
+        print(f"pair {repeat + 1}: Trainer {theirs['samples_per_second']:.1f} samples/s, bert_tasks {ours['samples_per_second']:.1f} samples/s, "
+              f"ratio {ours['samples_per_second'] / theirs['samples_per_second']:.2f}", flush=True)
+    median = lambda values: statistics.median(list(values))  # noqa: E731
+    theirs_speed = median(t["samples_per_second"] for t, _ in pairs)
+    ours_speed = median(o["samples_per_second"] for _, o in pairs)
+    ratio = median(o["samples_per_second"] / t["samples_per_second"] for t, o in pairs)
+    theirs_acc, ours_acc = median(t["accuracy"] for t, _ in pairs), median(o["accuracy"] for _, o in pairs)
+    print(f"SST-2 {args.rows} rows, batch 32, 1 epoch, precision {args.precision}, all-MiniLM-L6-v2, {torch.get_num_threads()} threads, {args.repeats} pairs")
     print(f"{'':<12}{'samples/s':>10}{'dev acc':>10}")
     print(f"{'Trainer':<12}{theirs_speed:>10.1f}{theirs_acc:>10.4f}")
     print(f"{'bert_tasks':<12}{ours_speed:>10.1f}{ours_acc:>10.4f}")
-    print(f"speed ratio bert_tasks / Trainer: {ours_speed / theirs_speed:.2f}")
+    print(f"speed ratio bert_tasks / Trainer (median of pairs): {ratio:.2f}")
     print(f"accuracy difference (points): {100 * (ours_acc - theirs_acc):+.2f}")
     return 0
 

@@ -7,9 +7,10 @@ from typing import Optional
 from transformers import AutoModel, PretrainedConfig, PreTrainedTokenizerBase
 
 from .backbone import load_backbone, load_backbone_config, load_tokenizer, take_pooler
-from .config import RunConfig
+from .config import ModelConfig, RunConfig
 from .data import Split, load_split
 from .model import TaskModel
+from .parameters import weights_hash
 from .registry import STRATEGIES, TASKS
 from .strategies.base import Strategy
 from .tasks.base import Task
@@ -22,6 +23,8 @@ class Assembly:
     strategy: Strategy
     tokenizer: PreTrainedTokenizerBase
     backbone_config: PretrainedConfig
+    model_config: Optional[ModelConfig] = None  # where the pretrained encoder came from
+    base_hash: Optional[str] = None  # sha256 of the pretrained encoder weights (small-save strategies only)
 
 
 def build_task(config: RunConfig, tokenizer: PreTrainedTokenizerBase) -> Task:
@@ -39,16 +42,19 @@ def build_model(
     With ``backbone_config`` the encoder is built empty from it (the caller loads
     trained weights next); otherwise pretrained weights come from the checkpoint.
     """
+    strategy = STRATEGIES.build(config.strategy)
+    base_hash = None
     if backbone_config is None:
         backbone = load_backbone(config.model.checkpoint, config.model.revision, config.model.dropout)
+        if strategy.small_save:
+            base_hash = weights_hash(backbone)
     else:
         backbone = AutoModel.from_config(backbone_config)
     pooler = take_pooler(backbone)
     head = task.build_head(backbone.config, pooler)
     model = TaskModel(backbone, head)
-    strategy = STRATEGIES.build(config.strategy)
     strategy.apply(model)
-    return Assembly(task, model, strategy, tokenizer, backbone.config)
+    return Assembly(task, model, strategy, tokenizer, backbone.config, config.model, base_hash)
 
 
 def assemble(config: RunConfig) -> tuple[Assembly, dict[str, Split]]:

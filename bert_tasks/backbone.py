@@ -112,3 +112,12 @@ def _get(root: nn.Module, dotted: str) -> Optional[nn.Module]:
         if node is None:
             return None
     return node
+
+
+def find_submodule(root: nn.Module, candidates: tuple[str, ...]) -> Optional[nn.Module]:
+    """The first of several dotted paths that exists below ``root`` (architectures name things differently)."""
+    for dotted in candidates:
+        module = _get(root, dotted)
+        if isinstance(module, nn.Module):
+            return module
+    return None

@@ -1,4 +1,4 @@
-"""bert-tasks train | evaluate | predict | recipes | report.
+"""bert-tasks train | evaluate | predict | inspect | recipes | report.
 
 Errors in the user's input print as one line on stderr with exit status 2.
 """
@@ -66,6 +66,24 @@ def _cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_inspect(args: argparse.Namespace) -> int:
+    from .parameters import format_report, parameter_report
+    from .rundir import load_trained, weights_size
+
+    config, assembly = load_trained(Path(args.run_dir))
+    print(f"task {config.task.name}, strategy {assembly.strategy.describe()}, checkpoint {config.model.checkpoint}")
+    print(format_report(parameter_report(assembly.model)))
+    print(f"best checkpoint on disk: {weights_size(Path(args.run_dir)) / 1e6:.2f} MB")
+    for key, value in assembly.strategy.inspect(assembly.model).items():
+        if isinstance(value, dict):
+            print(f"{key}:")
+            for name, number in value.items():
+                print(f"  {name:<12}{number:>8.4f}  {'#' * round(40 * number)}")
+        else:
+            print(f"{key}: {value}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="bert-tasks", description="Fine-tune BERT-style encoders from YAML recipes.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -90,6 +108,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     recipes = commands.add_parser("recipes", help="list the bundled recipes")
     recipes.set_defaults(run=_cmd_recipes)
+
+    inspect = commands.add_parser("inspect", help="parameters by group and learned values (e.g. layer weights) of a run")
+    inspect.add_argument("run_dir")
+    inspect.set_defaults(run=_cmd_inspect)
 
     report = commands.add_parser("report", help="a table of finished runs: bert-tasks report RUN_DIR [RUN_DIR ...]")
     report.add_argument("run_dirs", nargs="+")

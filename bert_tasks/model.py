@@ -42,10 +42,3 @@ class TaskModel(nn.Module):
         )
         hidden = self.features(outputs)  # Shape: [batch, seq, hidden]
         return self.head(hidden, attention_mask)
-
-
-def count_parameters(model: nn.Module) -> tuple[int, int]:
-    """(trainable, total) parameter counts."""
-    total = sum(p.numel() for p in model.parameters())
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    return trainable, total

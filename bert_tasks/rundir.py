@@ -5,7 +5,9 @@
       task.json            what the task learned from the data (label names, ...)
       metrics.jsonl        one JSON object per log/evaluation event
       summary.json         final figures: best metric, parameters, train time, speed
-      best/                weights of the best evaluation + tokenizer + encoder config
+      parameters.json      parameter counts: total, trainable, by group (embeddings, each layer, adapters, head)
+      best/                weights of the best evaluation + tokenizer + encoder config; for small-save
+                           strategies (adapters, layer mix, LoRA) only the trained weights + base.json
       checkpoints/step-N/  resumable Accelerate states (model, optimiser, scheduler, RNG)
 """
 from __future__ import annotations
@@ -15,7 +17,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from safetensors.torch import load_model, save_model
+from safetensors.torch import load_file, load_model, save_file, save_model
 from transformers import AutoConfig, AutoTokenizer
 
 from .assembly import Assembly, build_model, build_task
@@ -26,9 +28,12 @@ CONFIG_FILE = "config.yaml"
 TASK_FILE = "task.json"
 METRICS_FILE = "metrics.jsonl"
 SUMMARY_FILE = "summary.json"
+PARAMETERS_FILE = "parameters.json"
 BEST_DIR = "best"
 CHECKPOINTS_DIR = "checkpoints"
 WEIGHTS_FILE = "model.safetensors"
+TRAINED_FILE = "trained.safetensors"  # small saves: only the parameters that trained
+BASE_FILE = "base.json"  # small saves: which pretrained checkpoint they build on, and its hash
 
 
 def write_run_files(run_dir: Path, config: RunConfig, task_state: dict[str, Any]) -> None:
@@ -53,7 +58,14 @@ def save_weights(directory: Path, assembly: Assembly, model: Any) -> None:
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
-    save_model(model, str(tmp / WEIGHTS_FILE))
+    if assembly.strategy.small_save:
+        trained = {name: p.detach().contiguous() for name, p in model.named_parameters() if p.requires_grad}
+        save_file(trained, str(tmp / TRAINED_FILE))
+        config = assembly.model_config
+        base = {"checkpoint": config.checkpoint, "revision": config.revision, "sha256": assembly.base_hash}
+        (tmp / BASE_FILE).write_text(json.dumps(base, indent=2))
+    else:
+        save_model(model, str(tmp / WEIGHTS_FILE))
     assembly.tokenizer.save_pretrained(str(tmp))
     assembly.backbone_config.save_pretrained(str(tmp))
     if directory.exists():
@@ -73,14 +85,37 @@ def load_trained(run_dir: Path, config: RunConfig | None = None) -> tuple[RunCon
     """Rebuild the best model of a finished run, ready for evaluation or prediction."""
     run_dir = Path(run_dir)
     config = config or load_run_config(run_dir)
-    weights = run_dir / BEST_DIR / WEIGHTS_FILE
+    best = run_dir / BEST_DIR
+    small = (best / BASE_FILE).is_file()
+    weights = best / (TRAINED_FILE if small else WEIGHTS_FILE)
     if not weights.is_file():
         raise BertTasksError(f"{run_dir}: no trained weights at {weights} (did training finish?)")
-    tokenizer = AutoTokenizer.from_pretrained(str(run_dir / BEST_DIR))
+    tokenizer = AutoTokenizer.from_pretrained(str(best))
     task = build_task(config, tokenizer)
     task.load_state_dict(json.loads((run_dir / TASK_FILE).read_text()))
-    backbone_config = AutoConfig.from_pretrained(str(run_dir / BEST_DIR))
-    assembly = build_model(config, task, tokenizer, backbone_config)
-    load_model(assembly.model, str(weights))
+    if small:
+        base = json.loads((best / BASE_FILE).read_text())
+        assembly = build_model(config, task, tokenizer)  # the pretrained base, as in training
+        if assembly.base_hash != base["sha256"]:
+            raise BertTasksError(
+                f"{weights}: trained on checkpoint {base['checkpoint']!r} with sha256 {base['sha256'][:12]}..., "
+                f"but that checkpoint now has sha256 {str(assembly.base_hash)[:12]}... (the base weights changed)"
+            )
+        state = load_file(str(weights))
+        known = dict(assembly.model.named_parameters())
+        unknown = sorted(set(state) - set(known))
+        if unknown:
+            raise BertTasksError(f"{weights}: weights {unknown[:3]} do not exist in the rebuilt model (strategy changed?)")
+        assembly.model.load_state_dict(state, strict=False)
+    else:
+        backbone_config = AutoConfig.from_pretrained(str(best))
+        assembly = build_model(config, task, tokenizer, backbone_config)
+        load_model(assembly.model, str(weights))
     assembly.model.eval()
     return config, assembly
+
+
+def weights_size(run_dir: Path) -> int:
+    """Bytes of the best checkpoint's weight files (what a user would copy to share the model)."""
+    best = Path(run_dir) / BEST_DIR
+    return sum(p.stat().st_size for p in best.glob("*.safetensors")) + sum(p.stat().st_size for p in best.glob(BASE_FILE))

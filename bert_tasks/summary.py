@@ -24,6 +24,7 @@ class RunSummary:
     train_samples_per_second: float = 0.0
     steps: int = 0
     processes: int = 1
+    checkpoint_bytes: int = 0  # size of the best checkpoint's weights on disk
 
     @classmethod
     def create(cls, config: RunConfig, strategy: str, best_metric: str, state: Any, trainable: int, total: int, processes: int) -> "RunSummary":
@@ -55,12 +56,13 @@ class RunSummary:
 
 def format_table(summaries: list[RunSummary]) -> str:
     """A plain-text table: one row per run."""
-    header = ["run", "strategy", "metric", "value", "trainable", "% of total", "train s", "samples/s"]
+    header = ["run", "strategy", "metric", "value", "trainable", "% of total", "train s", "samples/s", "size MB"]
     rows = [
         [
             Path(s.run_dir).name, s.strategy, s.best_metric,
             "-" if s.best_value is None else f"{s.best_value:.4f}",
             f"{s.trainable_parameters:,}", f"{s.trainable_percent:.2f}%", f"{s.train_seconds:.1f}", f"{s.train_samples_per_second:.1f}",
+            f"{s.checkpoint_bytes / 1e6:.2f}",
         ]
         for s in summaries
     ]

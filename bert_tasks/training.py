@@ -7,6 +7,7 @@ saving resumable checkpoints as configured.
 """
 from __future__ import annotations
 
+import json
 import math
 import shutil
 import time
@@ -28,9 +29,9 @@ from .runtime import make_accelerator
 from .errors import BertTasksError, ConfigError
 from .evaluation import eval_loader, evaluate
 from .metrics import greater_is_better
-from .model import count_parameters
+from .parameters import parameter_report
 from .optim import make_optimizer
-from .rundir import BEST_DIR, CHECKPOINTS_DIR, SUMMARY_FILE, append_metrics, save_weights, write_run_files
+from .rundir import BEST_DIR, CHECKPOINTS_DIR, PARAMETERS_FILE, SUMMARY_FILE, append_metrics, load_trained, save_weights, weights_size, write_run_files
 from .summary import RunSummary
 
 
@@ -85,7 +86,10 @@ def train(config: RunConfig) -> RunSummary:
     checkpoint = latest_checkpoint(run_dir) if tc.resume else None
     if checkpoint is not None:
         accelerator.load_state(str(checkpoint))
-    trainable, total = count_parameters(model)
+    report = parameter_report(accelerator.unwrap_model(model))
+    trainable, total = report["trainable"], report["total"]
+    if main:
+        (run_dir / PARAMETERS_FILE).write_text(json.dumps(report, indent=2))
     if tc.log_with:
         accelerator.init_trackers(run_dir.name, config={"learning_rate": tc.learning_rate, "batch_size": tc.batch_size, "strategy": assembly.strategy.describe()})
     if main and checkpoint is None:
@@ -184,6 +188,9 @@ def train(config: RunConfig) -> RunSummary:
         save_checkpoint(accelerator, run_dir, state.global_step, tc.keep_checkpoints)
     summary = RunSummary.create(config, assembly.strategy.describe(), best_metric, state, trainable, total, accelerator.num_processes)
     if main:
+        summary.checkpoint_bytes = weights_size(run_dir)
         summary.save(run_dir)
+        _, best = load_trained(run_dir, config)
+        best.strategy.write_artifacts(best.model, run_dir)
     accelerator.end_training()
     return summary

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from pathlib import Path
 from typing import Any
 
 from ..model import TaskModel
@@ -16,12 +17,22 @@ class Strategy(ABC):
     """
 
     registered_name: str = ""
+    # True: a run saves only the trained weights plus the base checkpoint's reference and hash
+    # (megabytes instead of the whole encoder); loading rebuilds the base and adds them.
+    small_save: bool = False
 
     def __init__(self, config: Any) -> None:
         self.config = config
 
     @abstractmethod
     def apply(self, model: TaskModel) -> None: ...
+
+    def inspect(self, model: TaskModel) -> dict[str, Any]:
+        """Learned values worth printing (`bert-tasks inspect`), e.g. layer weights."""
+        return {}
+
+    def write_artifacts(self, model: TaskModel, run_dir: Path) -> None:
+        """Files written beside the best checkpoint after training (plots, ...)."""
 
     def describe(self) -> str:
         """Short human label for tables, e.g. 'last_n:n=2'."""

