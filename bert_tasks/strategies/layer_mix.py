@@ -85,7 +85,7 @@ class LayerMix(Strategy):
 
     def inspect(self, model: TaskModel) -> dict[str, Any]:
         mix: ScalarMix = model.features
-        return {"layer_weights": {("embeddings" if k == 0 else f"layer {k}"): round(w, 4) for k, w in enumerate(mix.layer_weights())}, "gamma": round(float(mix.gamma), 4)}
+        return {"layer_weights": {("embeddings" if k == 0 else f"layer {k}"): round(w, 4) for k, w in enumerate(mix.layer_weights())}, "gamma": round(float(mix.gamma.detach()), 4)}
 
     def write_artifacts(self, model: TaskModel, run_dir: Path) -> None:
         """A bar chart of the learned weight of each layer: RUN_DIR/layer_weights.png."""
@@ -101,7 +101,7 @@ class LayerMix(Strategy):
         axes.set_xticks(range(len(weights)), ["emb"] + [str(k) for k in range(1, len(weights))])
         axes.set_xlabel("layer")
         axes.set_ylabel("softmax weight")
-        axes.set_title(f"Learned layer weights (gamma = {float(model.features.gamma):.2f})")
+        axes.set_title(f"Learned layer weights (gamma = {float(model.features.gamma.detach()):.2f})")
         axes.legend()
         figure.tight_layout()
         figure.savefig(run_dir / "layer_weights.png", dpi=120)
