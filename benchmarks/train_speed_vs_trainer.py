@@ -98,7 +98,7 @@ def run_side(side: str, rows: int, precision: str, seed: int) -> dict:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=4096)
-    parser.add_argument("--repeats", type=int, default=2, help="Trainer/bert_tasks pairs, run in turn; medians are reported")
+    parser.add_argument("--repeats", type=int, default=3, help="Trainer/bert_tasks pairs, run in turn; medians are reported")
     parser.add_argument("--precision", choices=["bf16", "no"], default="bf16")
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--side", choices=["trainer", "bert_tasks"], help=argparse.SUPPRESS)
@@ -118,8 +118,13 @@ def main() -> int:
         return 0
     pairs = []
     for repeat in range(args.repeats):
-        theirs = run_side("trainer", args.rows, args.precision, args.seed)
-        ours = run_side("bert_tasks", args.rows, args.precision, args.seed)
+        # Alternate which side goes first, so a machine that speeds up or slows down favours neither.
+        if repeat % 2 == 0:
+            theirs = run_side("trainer", args.rows, args.precision, args.seed)
+            ours = run_side("bert_tasks", args.rows, args.precision, args.seed)
+        else:
+            ours = run_side("bert_tasks", args.rows, args.precision, args.seed)
+            theirs = run_side("trainer", args.rows, args.precision, args.seed)
         pairs.append((theirs, ours))
         print(f"pair {repeat + 1}: Trainer {theirs['samples_per_second']:.1f} samples/s, bert_tasks {ours['samples_per_second']:.1f} samples/s, "
               f"ratio {ours['samples_per_second'] / theirs['samples_per_second']:.2f}", flush=True)
