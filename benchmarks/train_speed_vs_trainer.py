@@ -6,15 +6,20 @@ max length 128) and are scored on the 872-row dev set. The Trainer runs at its f
 for this job: bf16 autocast, dynamic padding, train_sampling_strategy="group_by_length",
 fused AdamW (its default). Each side's samples/s counts training only (no evaluation, no saving).
 
-    python benchmarks/train_speed_vs_trainer.py [--rows 4096] [--repeats 1] [--precision bf16]
+    python benchmarks/train_speed_vs_trainer.py [--rows 4096] [--repeats 3] [--precision bf16] [--mode side-by-side|in-turn]
 
-Prints both samples/s, the ratio bert_tasks / Trainer and both dev accuracies.
+Prints both samples/s, the ratio bert_tasks / Trainer and both dev accuracies. Shared machines
+drift by tens of percent within minutes, so by default the two run at the same time, each on
+its own core with one thread, swapping cores every pair; --mode in-turn runs them one after
+the other with all cores instead.
 """
 from __future__ import annotations
 
 import argparse
 import csv
 import json
+import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -86,13 +91,37 @@ def run_bert_tasks(rows: int, precision: str, seed: int, out: str) -> tuple[floa
     return summary.train_samples_per_second, summary.eval["accuracy"]
 
 
-def run_side(side: str, rows: int, precision: str, seed: int) -> dict:
-    """One side in a fresh Python process, so neither inherits the other's allocator or thread state."""
-    command = [sys.executable, __file__, "--side", side, "--rows", str(rows), "--precision", precision, "--seed", str(seed)]
-    done = subprocess.run(command, capture_output=True, text=True)
+def _side_command(side: str, args: argparse.Namespace) -> list[str]:
+    return [sys.executable, __file__, "--side", side, "--rows", str(args.rows), "--precision", args.precision, "--seed", str(args.seed)]
+
+
+def _result(done: subprocess.CompletedProcess, side: str) -> dict:
     if done.returncode != 0:
         raise SystemExit(f"{side} failed:\n{done.stderr[-2000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def run_pair_in_turn(args: argparse.Namespace, trainer_first: bool) -> tuple[dict, dict]:
+    """One side after the other, each with every core."""
+    order = ["trainer", "bert_tasks"] if trainer_first else ["bert_tasks", "trainer"]
+    results = {side: _result(subprocess.run(_side_command(side, args), capture_output=True, text=True), side) for side in order}
+    return results["trainer"], results["bert_tasks"]
+
+
+def run_pair_side_by_side(args: argparse.Namespace, trainer_core: int) -> tuple[dict, dict]:
+    """Both at once, each pinned to its own core with one thread: a shared machine that speeds up
+    or slows down does so for both, so the ratio holds even when absolute speeds drift."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    cores = {"trainer": trainer_core, "bert_tasks": 1 - trainer_core}
+    running = {
+        side: subprocess.Popen(["taskset", "-c", str(core), *_side_command(side, args)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for side, core in cores.items()
+    }
+    results = {}
+    for side, process in running.items():
+        out, err = process.communicate()
+        results[side] = _result(subprocess.CompletedProcess(process.args, process.returncode, out, err), side)
+    return results["trainer"], results["bert_tasks"]
 
 
 def main() -> int:
@@ -101,6 +130,8 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=3, help="Trainer/bert_tasks pairs, run in turn; medians are reported")
     parser.add_argument("--precision", choices=["bf16", "no"], default="bf16")
     parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--mode", choices=["side-by-side", "in-turn"], default="side-by-side" if shutil.which("taskset") and (os.cpu_count() or 1) >= 2 else "in-turn",
+                        help="side-by-side: both at once on separate cores (robust on noisy shared machines); in-turn: one after the other on all cores")
     parser.add_argument("--side", choices=["trainer", "bert_tasks"], help=argparse.SUPPRESS)
     args = parser.parse_args()
     if not (SST2 / "train.tsv").is_file():
@@ -118,13 +149,11 @@ def main() -> int:
         return 0
     pairs = []
     for repeat in range(args.repeats):
-        # Alternate which side goes first, so a machine that speeds up or slows down favours neither.
-        if repeat % 2 == 0:
-            theirs = run_side("trainer", args.rows, args.precision, args.seed)
-            ours = run_side("bert_tasks", args.rows, args.precision, args.seed)
+        # Swap cores / order every pair, so neither side is favoured by a core or by going first.
+        if args.mode == "side-by-side":
+            theirs, ours = run_pair_side_by_side(args, trainer_core=repeat % 2)
         else:
-            ours = run_side("bert_tasks", args.rows, args.precision, args.seed)
-            theirs = run_side("trainer", args.rows, args.precision, args.seed)
+            theirs, ours = run_pair_in_turn(args, trainer_first=repeat % 2 == 0)
         pairs.append((theirs, ours))
         print(f"pair {repeat + 1}: Trainer {theirs['samples_per_second']:.1f} samples/s, bert_tasks {ours['samples_per_second']:.1f} samples/s, "
               f"ratio {ours['samples_per_second'] / theirs['samples_per_second']:.2f}", flush=True)
@@ -133,7 +162,8 @@ def main() -> int:
     ours_speed = median(o["samples_per_second"] for _, o in pairs)
     ratio = median(o["samples_per_second"] / t["samples_per_second"] for t, o in pairs)
     theirs_acc, ours_acc = median(t["accuracy"] for t, _ in pairs), median(o["accuracy"] for _, o in pairs)
-    print(f"SST-2 {args.rows} rows, batch 32, 1 epoch, precision {args.precision}, all-MiniLM-L6-v2, {torch.get_num_threads()} threads, {args.repeats} pairs")
+    threads = "1 thread each, side by side on separate cores" if args.mode == "side-by-side" else f"{torch.get_num_threads()} threads, in turn"
+    print(f"SST-2 {args.rows} rows, batch 32, 1 epoch, precision {args.precision}, all-MiniLM-L6-v2, {threads}, {args.repeats} pairs")
     print(f"{'':<12}{'samples/s':>10}{'dev acc':>10}")
     print(f"{'Trainer':<12}{theirs_speed:>10.1f}{theirs_acc:>10.4f}")
     print(f"{'bert_tasks':<12}{ours_speed:>10.1f}{ours_acc:>10.4f}")
