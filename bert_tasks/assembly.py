@@ -57,14 +57,21 @@ def build_model(
     return Assembly(task, model, strategy, tokenizer, backbone.config, config.model, base_hash)
 
 
-def assemble(config: RunConfig) -> tuple[Assembly, dict[str, Split]]:
-    """Everything a training run needs: read the data, fit the task on it, build the model."""
+def prepare_task(config: RunConfig) -> tuple[Task, dict[str, Split]]:
+    """Tokenizer, data and the task fitted on it: everything that can fail on bad input, before
+    any model weights are loaded."""
     tokenizer = load_tokenizer(config.model.checkpoint, config.model.revision)
     load_backbone_config(config.model.checkpoint, config.model.revision)  # fail fast on a bad checkpoint
     splits = read_splits(config)
     task = build_task(config, tokenizer)
     task.fit(splits["train"])
-    return build_model(config, task, tokenizer), splits
+    return task, splits
+
+
+def assemble(config: RunConfig) -> tuple[Assembly, dict[str, Split]]:
+    """Everything a training run needs: read the data, fit the task on it, build the model."""
+    task, splits = prepare_task(config)
+    return build_model(config, task, task.tokenizer), splits
 
 
 def read_splits(config: RunConfig, names: tuple[str, ...] = ("train", "validation")) -> dict[str, Split]:

@@ -34,10 +34,10 @@ def resolve_checkpoint(name: str) -> str:
 def _explain(name: str, error: Exception) -> CheckpointError:
     if Path(name).exists():
         reason = f"the folder exists but is not a transformers checkpoint ({str(error).splitlines()[0]})"
-    elif "/" in name or not name.startswith((".", "/")):
-        reason = "not a local folder, and the Hugging Face Hub could not provide it (offline, or no such model)"
-    else:
+    elif name.startswith((".", "/", "~")) or name.count("/") > 1:
         reason = "no such folder"
+    else:
+        reason = "not a local folder, and the Hugging Face Hub could not provide it (offline, or no such model)"
     return CheckpointError(f"model.checkpoint={name!r}: {reason}")
 
 

@@ -121,6 +121,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
+    from transformers.utils import logging as transformers_logging
+
+    transformers_logging.disable_progress_bar()  # 'Loading weights' bars: noise beside our own progress bar
     try:
         return args.run(args)
     except BertTasksError as error:

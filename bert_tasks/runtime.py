@@ -4,10 +4,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Optional
 
+import torch
 from accelerate import Accelerator, DataLoaderConfiguration
 from accelerate.state import AcceleratorState, GradientState
 from accelerate.utils import is_mps_available, is_npu_available, is_xpu_available
-import torch
 
 from .config import TrainConfig
 from .errors import ConfigError

@@ -21,7 +21,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
-from .assembly import assemble
+from .assembly import build_model, prepare_task
 from .batching import LengthGroupedBatches
 from .checkpointing import TrainerState, latest_checkpoint, save_checkpoint
 from .config import RunConfig
@@ -56,12 +56,13 @@ def train(config: RunConfig) -> RunSummary:
     run_dir = _prepare_run_dir(config, accelerator)
     main = accelerator.is_main_process
     set_seed(tc.seed)
-    assembly, splits = assemble(config)
-    task, model = assembly.task, assembly.model
     if tc.batch_size % accelerator.num_processes or tc.eval_batch_size % accelerator.num_processes:
         raise ConfigError(f"train.batch_size={tc.batch_size} and eval_batch_size={tc.eval_batch_size} must divide by the {accelerator.num_processes} processes")
-    train_data = task.encode(splits["train"])
+    task, splits = prepare_task(config)
+    train_data = task.encode(splits["train"])  # bad rows fail here, before weights are loaded
     eval_data = task.encode(splits["validation"]) if "validation" in splits else None
+    assembly = build_model(config, task, task.tokenizer)
+    model = assembly.model
     if main:
         write_run_files(run_dir, config, task.state_dict())
     best_metric = tc.best_metric or task.metric_names[0]
