@@ -94,7 +94,6 @@ def read_file(name: str, path: Path, tsv_quoting: bool = False) -> Split:
     if not path.is_file():
         raise DataError(f"data.{name}={str(path)!r}: no such file")
     suffix = path.suffix.lower()
-    readers = {".csv": _read_delimited, ".tsv": _read_delimited, ".jsonl": _read_jsonl, ".json": _read_json}
     if suffix == ".parquet":
         try:
             data = datasets.Dataset.from_parquet(str(path))
@@ -103,12 +102,12 @@ def read_file(name: str, path: Path, tsv_quoting: bool = False) -> Split:
         if len(data) == 0:
             raise DataError(f"{path}: the file has no rows")
         return Split(name, data, str(path))
-    if suffix not in readers:
+    if suffix not in LOCAL_SUFFIXES:
         raise DataError(f"{path}: unsupported file type {suffix!r}; use one of {', '.join(LOCAL_SUFFIXES)}")
     if suffix in (".csv", ".tsv"):
         rows, lines = _read_delimited(path, delimiter="\t" if suffix == ".tsv" else ",", quoting=tsv_quoting or suffix == ".csv")
     else:
-        rows, lines = readers[suffix](path)
+        rows, lines = (_read_jsonl if suffix == ".jsonl" else _read_json)(path)
     if not rows:
         raise DataError(f"{path}: the file has no rows")
     columns = list(rows[0])

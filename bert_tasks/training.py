@@ -12,7 +12,6 @@ import math
 import shutil
 import time
 from pathlib import Path
-from typing import Optional
 
 import torch
 from accelerate import Accelerator
@@ -25,13 +24,13 @@ from .assembly import build_model, prepare_task
 from .batching import LengthGroupedBatches
 from .checkpointing import TrainerState, latest_checkpoint, save_checkpoint
 from .config import RunConfig
-from .runtime import make_accelerator
 from .errors import BertTasksError, ConfigError
 from .evaluation import eval_loader, evaluate
 from .metrics import greater_is_better
-from .parameters import parameter_report
 from .optim import make_optimizer
+from .parameters import parameter_report
 from .rundir import BEST_DIR, CHECKPOINTS_DIR, PARAMETERS_FILE, SUMMARY_FILE, append_metrics, load_trained, save_weights, weights_size, write_run_files
+from .runtime import make_accelerator
 from .summary import RunSummary
 
 

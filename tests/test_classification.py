@@ -3,12 +3,11 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import tiny_recipe
 from transformers import AutoModelForSequenceClassification
 
 from bert_tasks.assembly import assemble
 from bert_tasks.config import load_config
-
-from conftest import tiny_recipe
 
 
 def _assemble(tmp_path, checkpoint, **sections):

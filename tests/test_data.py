@@ -5,13 +5,12 @@ import json
 
 import datasets
 import pytest
+from conftest import write_csv
 
 from bert_tasks.config import load_config
 from bert_tasks.data import load_split, read_file
 from bert_tasks.errors import DataError
 from bert_tasks.tasks.classification import Classification
-
-from conftest import write_csv
 
 
 def _task(tokenizer_path, **task):

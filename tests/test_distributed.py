@@ -8,12 +8,11 @@ import sys
 import pytest
 import torch
 import yaml
+from conftest import tiny_recipe
 from safetensors.torch import load_file
 
 from bert_tasks.checkpointing import checkpoint_dirs
 from bert_tasks.rundir import read_metrics
-
-from conftest import tiny_recipe
 
 
 def _run(command: list[str], cwd) -> None:

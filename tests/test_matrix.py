@@ -9,14 +9,13 @@ import re
 
 import pytest
 import torch
+from conftest import tiny_recipe
 
 from bert_tasks.assembly import assemble
 from bert_tasks.config import load_config
 from bert_tasks.optim import make_optimizer
 from bert_tasks.registry import STRATEGIES, TASKS
 from bert_tasks.rundir import BEST_DIR, load_trained, save_weights, write_run_files
-
-from conftest import tiny_recipe
 
 # task name -> recipe sections for the tiny demo data
 TASK_CASES = {
@@ -29,6 +28,7 @@ LAYER_NORMS = r"backbone\.encoder\.layer\.{layers}\.(attention\.output|output)\.
 STRATEGY_CASES = {
     "full": ({"name": "full"}, r".*"),
     "last_n": ({"name": "last_n", "n": 2}, rf"backbone\.encoder\.layer\.[23]\..*|{HEAD}"),
+    "last_n-0 (head only)": ({"name": "last_n", "n": 0}, HEAD),
     "bottleneck": ({"name": "bottleneck", "reduction_factor": 4}, rf"adapters\.layer[0-3]_(ffn|attention)\..*|{LAYER_NORMS.format(layers='[0-3]')}|{HEAD}"),
     "bottleneck-pfeiffer-top2": (
         {"name": "bottleneck", "placement": "pfeiffer", "last_n": 2, "train_layernorm": False}, rf"adapters\.layer[23]_ffn\..*|{HEAD}"

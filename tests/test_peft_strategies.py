@@ -7,6 +7,7 @@ import types
 import numpy as np
 import pytest
 import torch
+from conftest import tiny_recipe
 from torch import nn
 
 import bert_tasks
@@ -18,8 +19,6 @@ from bert_tasks.model import TaskModel
 from bert_tasks.parameters import parameter_report
 from bert_tasks.strategies.bottleneck import Bottleneck, BottleneckConfig
 from bert_tasks.strategies.layer_mix import ScalarMix
-
-from conftest import tiny_recipe
 
 
 def _assembled(tmp_path, checkpoint, strategy):

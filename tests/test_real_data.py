@@ -5,11 +5,10 @@ Skips when ../shared/data or the embedded checkpoint is absent (a user's fresh c
 from __future__ import annotations
 
 import pytest
+from conftest import SHARED_DATA
 
 import bert_tasks
 from bert_tasks.config import load_config
-
-from conftest import SHARED_DATA
 
 SST2 = SHARED_DATA / "sst2_tsv"
 

@@ -7,6 +7,7 @@ import shutil
 
 import pytest
 import torch
+from conftest import tiny_recipe
 from safetensors.torch import load_file
 
 import bert_tasks
@@ -14,8 +15,6 @@ from bert_tasks.checkpointing import checkpoint_dirs
 from bert_tasks.cli import main
 from bert_tasks.config import load_config
 from bert_tasks.rundir import read_metrics
-
-from conftest import tiny_recipe
 
 
 def _train(checkpoint, root, **sections):
