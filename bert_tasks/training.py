@@ -28,7 +28,7 @@ from .errors import BertTasksError, ConfigError
 from .evaluation import eval_loader, evaluate
 from .metrics import greater_is_better
 from .optim import make_optimizer
-from .parameters import parameter_report
+from .parameters import format_report, parameter_report
 from .rundir import BEST_DIR, CHECKPOINTS_DIR, PARAMETERS_FILE, SUMMARY_FILE, append_metrics, load_trained, save_weights, weights_size, write_run_files
 from .runtime import make_accelerator
 from .summary import RunSummary
@@ -90,6 +90,7 @@ def train(config: RunConfig) -> RunSummary:
     trainable, total = report["trainable"], report["total"]
     if main:
         (run_dir / PARAMETERS_FILE).write_text(json.dumps(report, indent=2))
+        print(format_report(report))
     if tc.log_with:
         accelerator.init_trackers(run_dir.name, config={"learning_rate": tc.learning_rate, "batch_size": tc.batch_size, "strategy": assembly.strategy.describe()})
     if main and checkpoint is None:

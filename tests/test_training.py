@@ -104,3 +104,19 @@ def test_tensorboard_tracker(tmp_path, tiny_checkpoint):
 def test_bf16_mixed_precision_runs(tmp_path, tiny_checkpoint):
     summary = _train(tiny_checkpoint, tmp_path, train={"mixed_precision": "bf16", "max_train_samples": 32})
     assert summary.best_value is not None
+
+
+def test_sentence_pair_regression_end_to_end(tmp_path, tiny_checkpoint, pair_data):
+    summary = _train(
+        tiny_checkpoint, tmp_path,
+        task={"problem": "regression", "metrics": ["pearson", "spearman"]},
+        data={"dataset": None, "train": str(pair_data["train"]), "validation": str(pair_data["validation"]),
+              "text_column": "first", "text_pair_column": "second", "label_column": "score"},
+        train={"epochs": 2},
+    )
+    assert summary.best_metric == "pearson" and set(summary.eval) == {"pearson", "spearman", "loss"}
+    model = bert_tasks.load(summary.run_dir)
+    scores = model.predict([("The kettle is great.", "Lovely hotel."), ("Broken strap.", "Great bike.")])
+    assert [set(s) for s in scores] == [{"score"}, {"score"}]
+    with pytest.raises(bert_tasks.BertTasksError, match="this model reads sentence pairs"):
+        model.predict(["only one text"])
