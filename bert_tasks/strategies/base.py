@@ -20,6 +20,8 @@ class Strategy(ABC):
     # True: a run saves only the trained weights plus the base checkpoint's reference and hash
     # (megabytes instead of the whole encoder); loading rebuilds the base and adds them.
     small_save: bool = False
+    # options always shown in tables (others only when they differ from their defaults)
+    label_keys: tuple[str, ...] = ()
 
     def __init__(self, config: Any) -> None:
         self.config = config
@@ -35,7 +37,8 @@ class Strategy(ABC):
         """Files written beside the best checkpoint after training (plots, ...)."""
 
     def describe(self) -> str:
-        """Short human label for tables, e.g. 'last_n:n=2'."""
-        options = {k: v for k, v in vars(self.config).items() if k != "name"}
+        """Short human label for tables: the name and the options that differ from their defaults."""
+        defaults = type(self.config)()
+        options = {k: v for k, v in vars(self.config).items() if k != "name" and (k in self.label_keys or v != getattr(defaults, k))}
         inner = ",".join(f"{k}={v}" for k, v in options.items())
         return f"{self.config.name}:{inner}" if inner else self.config.name

@@ -74,6 +74,7 @@ def _adapt_output(module: nn.Module, adapter: BottleneckAdapter) -> None:
 @STRATEGIES.register("bottleneck", BottleneckConfig)
 class Bottleneck(Strategy):
     small_save = True
+    label_keys = ("placement", "reduction_factor")
 
     def apply(self, model: TaskModel) -> None:
         cfg = self.config

@@ -43,6 +43,8 @@ class LastNConfig:
 class LastN(Strategy):
     """Freeze the embeddings and the lower layers; the top ``n`` layers and the head train."""
 
+    label_keys = ("n",)
+
     def apply(self, model: TaskModel) -> None:
         layers = encoder_layers(model.backbone)
         if self.config.n > len(layers):

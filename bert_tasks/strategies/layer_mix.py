@@ -70,6 +70,7 @@ class ScalarMix(nn.Module):
 @STRATEGIES.register("layer_mix", LayerMixConfig)
 class LayerMix(Strategy):
     small_save = True
+    label_keys = ("encoder",)
 
     def apply(self, model: TaskModel) -> None:
         layers = encoder_layers(model.backbone)

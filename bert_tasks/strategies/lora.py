@@ -35,6 +35,7 @@ class LoraConfig:
 @STRATEGIES.register("lora", LoraConfig)
 class Lora(Strategy):
     small_save = True
+    label_keys = ("r",)
 
     def apply(self, model: TaskModel) -> None:
         cfg = self.config
