@@ -27,14 +27,14 @@ class RunSummary:
     checkpoint_bytes: int = 0  # size of the best checkpoint's weights on disk
 
     @classmethod
-    def create(cls, config: RunConfig, strategy: str, best_metric: str, state: Any, trainable: int, total: int, processes: int) -> "RunSummary":
+    def create(cls, config: RunConfig, strategy: str, best_metric: str, state: Any, trainable: int, total: int, processes: int, checkpoint_bytes: int) -> "RunSummary":
         seconds = state.train_seconds
         return cls(
             run_dir=str(config.run_dir), task=config.task.name, strategy=strategy, best_metric=best_metric,
             best_value=state.best_value, best_step=state.best_step, eval=dict(state.best_metrics),
             trainable_parameters=trainable, total_parameters=total, train_seconds=round(seconds, 2),
             train_samples_per_second=round(state.samples_seen / seconds, 2) if seconds > 0 else 0.0,
-            steps=state.global_step, processes=processes,
+            steps=state.global_step, processes=processes, checkpoint_bytes=checkpoint_bytes,
         )
 
     @property

@@ -31,6 +31,7 @@ from .optim import make_optimizer
 from .parameters import format_report, parameter_report
 from .rundir import BEST_DIR, CHECKPOINTS_DIR, PARAMETERS_FILE, SUMMARY_FILE, append_metrics, load_trained, save_weights, weights_size, write_run_files
 from .runtime import make_accelerator
+from .strategies.base import Strategy
 from .summary import RunSummary
 
 
@@ -187,11 +188,14 @@ def train(config: RunConfig) -> RunSummary:
     if saved_at != state.global_step:
         state.finished = True
         save_checkpoint(accelerator, run_dir, state.global_step, tc.keep_checkpoints)
-    summary = RunSummary.create(config, assembly.strategy.describe(), best_metric, state, trainable, total, accelerator.num_processes)
+    accelerator.wait_for_everyone()
+    summary = RunSummary.create(
+        config, assembly.strategy.describe(), best_metric, state, trainable, total, accelerator.num_processes, weights_size(run_dir)
+    )
     if main:
-        summary.checkpoint_bytes = weights_size(run_dir)
         summary.save(run_dir)
-        _, best = load_trained(run_dir, config)
-        best.strategy.write_artifacts(best.model, run_dir)
+        if type(assembly.strategy).write_artifacts is not Strategy.write_artifacts:  # plots of the best weights
+            _, best = load_trained(run_dir, config)
+            best.strategy.write_artifacts(best.model, run_dir)
     accelerator.end_training()
     return summary
