@@ -82,6 +82,6 @@ def read_splits(config: RunConfig, names: tuple[str, ...] = ("train", "validatio
         source = getattr(data, name)
         if source is None:
             continue
-        split = load_split(name, source, data.dataset, data.dataset_config, data.tsv_quoting)
+        split = load_split(name, source, data.dataset, data.dataset_config, data.tsv_quoting, data.conll_columns)
         splits[name] = split.head(limits.get(name))
     return splits

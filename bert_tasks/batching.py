@@ -4,19 +4,23 @@ from __future__ import annotations
 import math
 from typing import Any, Iterator, Optional, Sequence
 
+import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
+
+IGNORE_INDEX = -100  # label of positions the loss skips (padding, special tokens, continuation pieces)
 
 
 class EncodedDataset(Dataset):
     """Columns of equal length (lists of token ids, labels); item i is a dict with its 'index'."""
 
-    def __init__(self, columns: dict[str, Sequence[Any]], length_column: str = "input_ids") -> None:
+    def __init__(self, columns: dict[str, Sequence[Any]], length_column: str = "input_ids", meta: Optional[dict[str, Any]] = None) -> None:
         sizes = {name: len(values) for name, values in columns.items()}
         if len(set(sizes.values())) > 1:
             raise ValueError(f"columns differ in length: {sizes}")
         self.columns = columns
         self.lengths = [len(ids) for ids in columns[length_column]]
+        self.meta = meta or {}  # what the task needs to map rows back to examples (not batched)
 
     def __len__(self) -> int:
         return len(self.lengths)
@@ -33,6 +37,19 @@ def pad_sequences(sequences: Sequence[Sequence[int]], value: int) -> torch.Tenso
     out = torch.full((len(sequences), longest), value, dtype=torch.long)
     for row, seq in enumerate(sequences):
         out[row, : len(seq)] = torch.as_tensor(seq, dtype=torch.long)
+    return out
+
+
+def pad_stack(rows: Sequence[np.ndarray], value: float) -> np.ndarray:
+    """Stack arrays that may differ in their first dimension, padding with ``value``.
+    Shape: [rows, longest, ...] (or [rows, ...] when all rows have the same shape)."""
+    shapes = {row.shape for row in rows}
+    if len(shapes) == 1:
+        return np.stack(rows)
+    longest = max(row.shape[0] for row in rows)
+    out = np.full((len(rows), longest, *rows[0].shape[1:]), value, dtype=rows[0].dtype)
+    for i, row in enumerate(rows):
+        out[i, : row.shape[0]] = row
     return out
 
 

@@ -29,23 +29,19 @@ def _cmd_train(args: argparse.Namespace) -> int:
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from .evaluation import evaluate_run
 
-    results = evaluate_run(Path(args.run_dir), tuple(args.overrides), args.split)
+    results, table = evaluate_run(Path(args.run_dir), tuple(args.overrides), args.split)
     if int(os.environ.get("RANK", "0")) == 0:
         print(json.dumps(results, indent=2))
+        if table:
+            print(table)
     return 0
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
     from .predictor import load
 
-    predictor = load(args.run_dir)
-    predictions = predictor.predict_file(Path(args.input), args.batch_size)
-    out = Path(args.output)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with out.open("w") as handle:
-        for row in predictions:
-            handle.write(json.dumps(row) + "\n")
-    print(f"{len(predictions)} predictions written to {out}")
+    count = load(args.run_dir).predict_file_to(Path(args.input), Path(args.output), args.batch_size)
+    print(f"{count} predictions written to {args.output}")
     return 0
 
 
@@ -101,8 +97,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     predict = commands.add_parser("predict", help="predict a file: bert-tasks predict RUN_DIR --input FILE --output FILE.jsonl")
     predict.add_argument("run_dir")
-    predict.add_argument("--input", required=True, help="csv / tsv / json / jsonl / parquet with the run's text columns (or 'text', 'text_pair')")
-    predict.add_argument("--output", required=True, help="jsonl: one object per input row (label and scores)")
+    predict.add_argument("--input", required=True, help="csv / tsv / json / jsonl / parquet / CoNLL with the run's input columns (or 'text', 'text_pair')")
+    predict.add_argument("--output", required=True, help="one JSON object per input row (label and scores, tags, ...); CoNLL input gives CoNLL output with a predicted column")
     predict.add_argument("--batch-size", type=int, default=64)
     predict.set_defaults(run=_cmd_predict)
 

@@ -39,6 +39,7 @@ class DataConfig:
     text_pair_column: Optional[str] = None  # set for sentence-pair tasks ([CLS] A [SEP] B [SEP])
     label_column: str = "label"
     tsv_quoting: bool = False  # False: tabs split fields and quotes are text (GLUE TSVs need this)
+    conll_columns: Optional[list[str]] = None  # names of CoNLL file columns; None: tokens pos_tags chunk_tags ner_tags (4 columns), tokens tags (2)
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""Reading examples: Hub data sets, the embedded demo set, and local csv/tsv/json/jsonl/parquet.
+"""Reading examples: Hub data sets, the embedded demo set, and local csv/tsv/json/jsonl/parquet/CoNLL.
 
 Every split comes back as a ``Split``: a ``datasets.Dataset`` plus where each row
 came from, so that any later check can say "file, line N" in its error.
@@ -14,11 +14,12 @@ from typing import Any, Optional, Sequence
 
 import datasets
 
+from .conll import CONLL_SUFFIXES, read_conll
 from .errors import DataError
 
 DEMO_DATASET = "demo"
 DEMO_DIR = Path(__file__).resolve().parent / "demo_data"
-LOCAL_SUFFIXES = (".csv", ".tsv", ".json", ".jsonl", ".parquet")
+LOCAL_SUFFIXES = (".csv", ".tsv", ".json", ".jsonl", ".parquet", *CONLL_SUFFIXES)
 
 
 @dataclass
@@ -29,11 +30,18 @@ class Split:
     dataset: datasets.Dataset
     origin: str  # file path, or 'hub glue/sst2 [train]'
     lines: Optional[list[int]] = None  # the file line of each row, when the format has lines
+    format: str = "hub"  # csv, tsv, json, jsonl, parquet, conll or hub: predictions are written back in it
+    line_per_item: bool = False  # CoNLL: item k of a row (a token) is on the row's line + k
 
-    def where(self, index: int) -> str:
+    def where(self, index: int, item: Optional[int] = None) -> str:
+        """'file, line N' of a row, or of item ``item`` (e.g. a token) within the row."""
         if self.lines is not None:
-            return f"{self.origin}, line {self.lines[index]}"
-        return f"{self.origin}, row {index + 1}"
+            if item is not None and self.line_per_item:
+                return f"{self.origin}, line {self.lines[index] + item}"
+            place = f"{self.origin}, line {self.lines[index]}"
+        else:
+            place = f"{self.origin}, row {index + 1}"
+        return place if item is None else f"{place}, item {item + 1}"
 
     def __len__(self) -> int:
         return len(self.dataset)
@@ -51,7 +59,7 @@ class Split:
         if count is None or count >= len(self.dataset):
             return self
         lines = self.lines[:count] if self.lines is not None else None
-        return Split(self.name, self.dataset.select(range(count)), self.origin, lines)
+        return Split(self.name, self.dataset.select(range(count)), self.origin, lines, self.format, self.line_per_item)
 
 
 def is_local_file(value: str) -> bool:
@@ -64,12 +72,13 @@ def load_split(
     dataset: Optional[str] = None,
     dataset_config: Optional[str] = None,
     tsv_quoting: bool = False,
+    conll_columns: Optional[Sequence[str]] = None,
 ) -> Split:
     """Read one split: a local file if ``source`` looks like one, else a split of ``dataset``."""
     if dataset == DEMO_DATASET and not is_local_file(source):
         return read_file(name, DEMO_DIR / f"{source}.csv")
     if is_local_file(source):
-        return read_file(name, Path(source), tsv_quoting=tsv_quoting)
+        return read_file(name, Path(source), tsv_quoting=tsv_quoting, conll_columns=conll_columns)
     if dataset is None:
         raise DataError(f"data.{name}={source!r}: no such file, and no data.dataset is set to take a Hub split from")
     return _read_hub(name, dataset, dataset_config, source)
@@ -89,11 +98,14 @@ def _read_hub(name: str, dataset: str, config: Optional[str], split: str) -> Spl
     return Split(name, data, label)
 
 
-def read_file(name: str, path: Path, tsv_quoting: bool = False) -> Split:
-    """Read a local csv / tsv / json / jsonl / parquet file into a Split."""
+def read_file(name: str, path: Path, tsv_quoting: bool = False, conll_columns: Optional[Sequence[str]] = None) -> Split:
+    """Read a local csv / tsv / json / jsonl / parquet / CoNLL file into a Split."""
     if not path.is_file():
         raise DataError(f"data.{name}={str(path)!r}: no such file")
     suffix = path.suffix.lower()
+    if suffix in CONLL_SUFFIXES:
+        columns, lines = read_conll(path, conll_columns)
+        return Split(name, datasets.Dataset.from_dict(columns), str(path), lines, "conll", line_per_item=True)
     if suffix == ".parquet":
         try:
             data = datasets.Dataset.from_parquet(str(path))
@@ -101,7 +113,7 @@ def read_file(name: str, path: Path, tsv_quoting: bool = False) -> Split:
             raise DataError(f"{path}: not a readable parquet file ({type(error).__name__})") from None
         if len(data) == 0:
             raise DataError(f"{path}: the file has no rows")
-        return Split(name, data, str(path))
+        return Split(name, data, str(path), format="parquet")
     if suffix not in LOCAL_SUFFIXES:
         raise DataError(f"{path}: unsupported file type {suffix!r}; use one of {', '.join(LOCAL_SUFFIXES)}")
     if suffix in (".csv", ".tsv"):
@@ -111,7 +123,7 @@ def read_file(name: str, path: Path, tsv_quoting: bool = False) -> Split:
     if not rows:
         raise DataError(f"{path}: the file has no rows")
     columns = list(rows[0])
-    split = Split(name, datasets.Dataset.from_dict({}), str(path), lines)
+    split = Split(name, datasets.Dataset.from_dict({}), str(path), lines, suffix.lstrip("."))
     for index, row in enumerate(rows):
         if set(row) != set(columns):
             odd = sorted(set(columns) ^ set(row))

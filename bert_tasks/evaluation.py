@@ -10,7 +10,7 @@ from accelerate import Accelerator
 from torch.utils.data import DataLoader
 
 from .assembly import read_splits
-from .batching import EncodedDataset, LengthGroupedBatches
+from .batching import IGNORE_INDEX, EncodedDataset, LengthGroupedBatches, pad_stack
 from .config import with_overrides
 from .errors import BertTasksError
 from .rundir import load_run_config, load_trained
@@ -25,36 +25,43 @@ def eval_loader(data: EncodedDataset, task: Task, batch_size: int, num_workers: 
 
 
 @torch.no_grad()
-def predict_outputs(accelerator: Accelerator, model: torch.nn.Module, loader: DataLoader, size: int) -> tuple[np.ndarray, Optional[np.ndarray]]:
-    """Head outputs (and labels, if the data has them) for every example, in input order."""
+def predict_outputs(accelerator: Accelerator, model: torch.nn.Module, loader: DataLoader, data: EncodedDataset, task: Task) -> list[np.ndarray]:
+    """The head output of every row of ``data``, in row order (each per-token output trimmed to its row's length)."""
     model.eval()
-    outputs, labels, indices = [], [], []
+    outputs, indices = [], []
     for batch in loader:
-        logits = model(**batch["inputs"])
-        gathered = accelerator.gather_for_metrics((logits.float(), batch["index"]) + ((batch["labels"],) if "labels" in batch else ()))
-        outputs.append(gathered[0].cpu())
-        indices.append(gathered[1].cpu())
-        if len(gathered) > 2:
-            labels.append(gathered[2].cpu())
-    index = torch.cat(indices).numpy()
-    order = np.empty(size, dtype=np.int64)
-    order[index] = np.arange(len(index))  # duplicates (none after gather_for_metrics) would collapse here
-    out = torch.cat(outputs).numpy()[order]
-    lab = torch.cat(labels).numpy()[order] if labels else None
-    return out, lab
+        logits = model(**batch["inputs"]).float()  # Shape: [batch, ...] or [batch, seq, ...] per token
+        if task.outputs_per_token:
+            logits = accelerator.pad_across_processes(logits, dim=1, pad_index=PAD_OUTPUT)
+        logits, index = accelerator.gather_for_metrics((logits, batch["index"]))
+        outputs.extend(logits.cpu().numpy())
+        indices.extend(index.tolist())
+    rows: list = [None] * len(data)
+    for index, row in zip(indices, outputs):
+        rows[index] = row[: data.lengths[index]] if task.outputs_per_token else row
+    missing = sum(row is None for row in rows)
+    if missing:
+        raise BertTasksError(f"evaluation lost {missing} of {len(rows)} rows (uneven batches across processes?)")
+    return rows
 
 
-def evaluate(accelerator: Accelerator, model: torch.nn.Module, loader: DataLoader, task: Task, size: int) -> dict[str, float]:
-    outputs, labels = predict_outputs(accelerator, model, loader, size)
-    if labels is None:
+PAD_OUTPUT = -1e4  # fills per-token outputs beyond a row's length: a logit that softmax ignores
+
+
+def evaluate(accelerator: Accelerator, model: torch.nn.Module, loader: DataLoader, task: Task, data: EncodedDataset) -> dict[str, float]:
+    """The task's metrics plus the loss, over every row of ``data``."""
+    if "labels" not in data.columns:
         raise BertTasksError("evaluation data has no labels")
-    results = task.compute_metrics(outputs, labels)
-    results["loss"] = float(task.loss(torch.from_numpy(outputs), torch.from_numpy(labels)))
+    outputs = predict_outputs(accelerator, model, loader, data, task)
+    results = task.compute_metrics(outputs, data)
+    labels = [np.asarray(label) for label in data.columns["labels"]]
+    loss = task.loss(torch.from_numpy(pad_stack(outputs, PAD_OUTPUT)), torch.from_numpy(pad_stack(labels, IGNORE_INDEX)))
+    results["loss"] = float(loss)
     return results
 
 
-def evaluate_run(run_dir: Path, overrides: tuple[str, ...] = (), split: str = "validation") -> dict[str, float]:
-    """Metrics of a finished run's best model on one split (data.* overrides allowed)."""
+def evaluate_run(run_dir: Path, overrides: tuple[str, ...] = (), split: str = "validation") -> tuple[dict[str, float], Optional[str]]:
+    """Metrics of a finished run's best model on one split (data.* overrides allowed), and the task's breakdown table."""
     bad = [o for o in overrides if not o.startswith(("data.", "train.max_eval_samples", "train.eval_batch_size", "train.mixed_precision"))]
     if bad:
         raise BertTasksError(f"override {bad[0]!r}: evaluate accepts data.*, train.eval_batch_size, train.max_eval_samples and train.mixed_precision")
@@ -66,4 +73,5 @@ def evaluate_run(run_dir: Path, overrides: tuple[str, ...] = (), split: str = "v
     data = assembly.task.encode(read_splits(config, (split,))[split])
     loader = eval_loader(data, assembly.task, config.train.eval_batch_size)
     model, loader = accelerator.prepare(assembly.model, loader)
-    return evaluate(accelerator, model, loader, assembly.task, len(data))
+    results = evaluate(accelerator, model, loader, assembly.task, data)
+    return results, assembly.task.report(results)

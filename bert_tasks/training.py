@@ -101,7 +101,7 @@ def train(config: RunConfig) -> RunSummary:
         """Evaluate, keep the best weights; True when early stopping says stop."""
         if eval_dl is None:
             return False
-        results = evaluate(accelerator, model, eval_dl, task, len(eval_data))
+        results = evaluate(accelerator, model, eval_dl, task, eval_data)
         value = results[best_metric]
         better = state.best_value is None or (value > state.best_value if greater_is_better(best_metric) else value < state.best_value)
         if better:

@@ -39,7 +39,7 @@ def test_run_directory_best_checkpoint_and_prediction(tmp_path, tiny_checkpoint)
     assert [set(p) for p in predictions] == [{"label", "scores"}] * 2
     assert all(abs(sum(p["scores"].values()) - 1) < 1e-4 for p in predictions)
     # the reloaded best model reproduces the best evaluation exactly
-    results = bert_tasks.evaluation.evaluate_run(run, ("train.max_eval_samples=40",))
+    results, _ = bert_tasks.evaluation.evaluate_run(run, ("train.max_eval_samples=40",))
     assert results["accuracy"] == pytest.approx(best["accuracy"])
 
 

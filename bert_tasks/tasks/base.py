@@ -1,8 +1,10 @@
 """What every task plug-in provides. A task knows nothing about tuning strategies."""
 from __future__ import annotations
 
+import json
 from abc import ABC, abstractmethod
-from typing import Any, Optional
+from pathlib import Path
+from typing import Any, Iterable, Optional
 
 import numpy as np
 import torch
@@ -19,12 +21,17 @@ class Task(ABC):
 
     Life cycle: ``fit(train split)`` learns what the data defines (label names);
     ``state_dict()`` saves that with the run so ``load_state_dict`` rebuilds the same
-    task for prediction; ``encode`` turns a Split into token ids; ``collate`` pads a
-    batch; ``build_head`` makes the module on top of the encoder; ``loss``,
-    ``decode`` and ``compute_metrics`` turn head outputs into numbers.
+    task for prediction; ``encode`` turns a Split into rows of token ids (one example
+    may become several rows, e.g. windows over a long sentence); ``collate`` pads a
+    batch; ``build_head`` makes the module on top of the encoder; ``loss`` trains it;
+    ``compute_metrics`` and ``format_predictions`` turn the head outputs of all rows
+    back into one answer per example.
     """
 
     registered_name: str = ""
+    # True when the head gives one output per token ([batch, seq, ...]): evaluation then
+    # pads across processes and trims each row to its own length.
+    outputs_per_token: bool = False
 
     def __init__(self, config: Any, data: DataConfig, tokenizer: PreTrainedTokenizerBase) -> None:
         self.config = config
@@ -67,8 +74,28 @@ class Task(ABC):
         """Metrics reported at evaluation; the first is the default for picking the best checkpoint."""
 
     @abstractmethod
-    def compute_metrics(self, outputs: np.ndarray, labels: np.ndarray) -> dict[str, float]: ...
+    def compute_metrics(self, outputs: list[np.ndarray], data: EncodedDataset) -> dict[str, float]:
+        """Metrics from the head output of every row of ``data`` (in row order) and its labels."""
+
+    def report(self, results: dict[str, float]) -> Optional[str]:
+        """A human-readable breakdown of ``results`` (e.g. per entity type), if the task has one."""
+        return None
 
     @abstractmethod
-    def format_predictions(self, outputs: np.ndarray) -> list[dict[str, Any]]:
+    def format_predictions(self, outputs: list[np.ndarray], data: EncodedDataset) -> list[dict[str, Any]]:
         """One JSON-able answer per example (label and scores, ...)."""
+
+    # -- prediction input and output ---------------------------------------------
+    @abstractmethod
+    def examples_to_split(self, examples: Iterable[Any]) -> Split:
+        """Python objects given to ``Predictor.predict`` as a Split of unlabelled examples."""
+
+    def prepare_input(self, split: Split) -> Split:
+        """Adapt a prediction file (e.g. rename generic column names); default: as is."""
+        return split
+
+    def write_predictions(self, split: Split, predictions: list[dict[str, Any]], path: Path) -> None:
+        """Write predictions for ``split``; default one JSON object per line."""
+        with Path(path).open("w") as handle:
+            for row in predictions:
+                handle.write(json.dumps(row) + "\n")

@@ -9,7 +9,9 @@ and a linear layer: one output per label (cross-entropy) or one output
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal, Optional
+from typing import Any, Iterable, Literal, Optional, Sequence, Union
+
+import datasets
 
 import numpy as np
 import torch
@@ -207,12 +209,14 @@ class Classification(Task):
             return ("pearson", "spearman")
         return ("accuracy", "f1") if len(self.labels) == 2 else ("accuracy", "f1_macro")
 
-    def compute_metrics(self, outputs: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+    def compute_metrics(self, outputs: list[np.ndarray], data: EncodedDataset) -> dict[str, float]:
+        outputs, labels = np.stack(outputs), np.asarray(data.columns["labels"])
         if self.regression:
             return metrics.compute(self.metric_names, metrics.REGRESSION_METRICS, outputs.reshape(-1), labels.astype(np.float64))
         return metrics.compute(self.metric_names, metrics.CLASSIFICATION_METRICS, outputs.argmax(-1), labels)
 
-    def format_predictions(self, outputs: np.ndarray) -> list[dict[str, Any]]:
+    def format_predictions(self, outputs: list[np.ndarray], data: EncodedDataset) -> list[dict[str, Any]]:
+        outputs = np.stack(outputs)
         if self.regression:
             return [{"score": float(row[0])} for row in outputs]
         shifted = outputs - outputs.max(-1, keepdims=True)
@@ -221,3 +225,37 @@ class Classification(Task):
             {"label": self.labels[int(row.argmax())], "scores": {name: round(float(p), 6) for name, p in zip(self.labels, row)}}
             for row in probs
         ]
+
+    # -- prediction input ---------------------------------------------------------
+    def examples_to_split(self, examples: Iterable[Union[str, Sequence[str], dict]]) -> Split:
+        """Texts, (text, text_pair) tuples, or dicts with the run's column names."""
+        text_column, pair_column = self.data.text_column, self.data.text_pair_column
+        rows: dict[str, list] = {text_column: []}
+        if pair_column:
+            rows[pair_column] = []
+        for number, example in enumerate(examples, start=1):
+            if isinstance(example, dict):
+                parts = [example.get(text_column)] + ([example.get(pair_column)] if pair_column else [])
+            elif isinstance(example, str):
+                if pair_column:
+                    raise DataError(f"example {number}: this model reads sentence pairs; pass (text, text_pair)")
+                parts = [example]
+            else:
+                parts = list(example)
+                if len(parts) != (2 if pair_column else 1):
+                    raise DataError(f"example {number}: expected {'a (text, text_pair) pair' if pair_column else 'one text'}, got {len(parts)} parts")
+            for column, part in zip(rows, parts):
+                rows[column].append(part)
+        return Split("input", datasets.Dataset.from_dict(rows), "input")
+
+    def prepare_input(self, split: Split) -> Split:
+        """Files may name their columns 'text' / 'text_pair' instead of the training names."""
+        present = split.dataset.column_names
+        renames = {}
+        if self.data.text_column not in present and "text" in present:
+            renames["text"] = self.data.text_column
+        if self.data.text_pair_column and self.data.text_pair_column not in present and "text_pair" in present:
+            renames["text_pair"] = self.data.text_pair_column
+        if renames:
+            split.dataset = split.dataset.rename_columns(renames)
+        return split
