@@ -111,6 +111,24 @@ class LengthGroupedBatches(Sampler[list[int]]):
         shuffle = torch.randperm(len(full), generator=generator).tolist()
         return [full[i] for i in shuffle] + short
 
+    def rows_in_batch(self, number: int) -> int:
+        """Rows of batch ``number`` of an epoch: only the last one may be short."""
+        short = len(self.lengths) % self.batch_size
+        return short if short and number == len(self) - 1 else self.batch_size
+
+    def real_rows(self, number: int, process: int, processes: int) -> Optional[int]:
+        """How many leading rows of this process's share of batch ``number`` are real; None: all.
+
+        Accelerate (split_batches with even_batches) tops a short last batch up with rows of
+        the epoch's first batch so every process gets an equal share. Those copies must not
+        count, or N processes would train on other data than one process does.
+        """
+        rows = self.rows_in_batch(number)
+        if rows == self.batch_size:
+            return None
+        share = self.batch_size // processes
+        return min(share, max(0, rows - share * process))
+
     def __iter__(self) -> Iterator[list[int]]:
         return iter(self.batches())
 

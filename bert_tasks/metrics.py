@@ -1,10 +1,13 @@
-"""Offline metrics (scikit-learn, scipy): no Hub download, same numbers as the GLUE scripts."""
+"""Offline metrics (scikit-learn, scipy, seqeval): no Hub download, same numbers as the GLUE
+scripts and conlleval."""
 from __future__ import annotations
 
 from typing import Callable
 
 import numpy as np
 from scipy import stats
+from seqeval import metrics as seqeval_metrics
+from seqeval import scheme as seqeval_scheme
 from sklearn import metrics as skm
 
 from .errors import ConfigError
@@ -71,3 +74,39 @@ def compute(names: tuple[str, ...], table: dict[str, Callable], predictions: np.
 
 def greater_is_better(metric: str) -> bool:
     return metric.split("/")[-1] not in LOWER_IS_BETTER
+
+
+ENTITY_SCHEMES = ("IOB1", "IOB2", "IOBES")
+
+
+def entity_scores(gold: list[list[str]], predicted: list[list[str]], scheme: str, strict: bool) -> dict[str, float]:
+    """Entity-level precision / recall / F1 (micro over all entities) and the same per entity type.
+
+    ``strict=False`` follows conlleval (an ``I-X`` after ``O`` starts an entity; the
+    scheme only names the tags); ``strict=True`` uses seqeval's strict mode, where an
+    entity counts only if its tags are valid under ``scheme``. Per-type keys are
+    ``TYPE/precision``, ``TYPE/recall``, ``TYPE/f1``, ``TYPE/support`` (gold entities).
+    """
+    options = {"mode": "strict", "scheme": getattr(seqeval_scheme, scheme)} if strict else {}
+    report = seqeval_metrics.classification_report(gold, predicted, output_dict=True, zero_division=0, **options)
+    micro = report.get("micro avg", {"precision": 0.0, "recall": 0.0, "f1-score": 0.0})
+    scores = {"f1": float(micro["f1-score"]), "precision": float(micro["precision"]), "recall": float(micro["recall"])}
+    for kind, row in sorted(report.items()):
+        if kind.endswith(" avg"):
+            continue
+        scores.update({f"{kind}/precision": float(row["precision"]), f"{kind}/recall": float(row["recall"]),
+                       f"{kind}/f1": float(row["f1-score"]), f"{kind}/support": float(row["support"])})
+    return scores
+
+
+def entity_table(results: dict[str, float]) -> str:
+    """The per-type rows of ``entity_scores`` as an aligned text table."""
+    kinds = sorted({key.split("/")[0] for key in results if key.endswith("/f1")})
+    lines = [f"{'type':<10}{'precision':>10}{'recall':>10}{'f1':>10}{'support':>10}"]
+    for kind in kinds:
+        lines.append(f"{kind:<10}{results[kind + '/precision']:>10.4f}{results[kind + '/recall']:>10.4f}"
+                     f"{results[kind + '/f1']:>10.4f}{int(results[kind + '/support']):>10d}")
+    if "f1" in results:
+        lines.append(f"{'all':<10}{results['precision']:>10.4f}{results['recall']:>10.4f}{results['f1']:>10.4f}"
+                     f"{int(sum(results[k + '/support'] for k in kinds)):>10d}")
+    return "\n".join(lines)

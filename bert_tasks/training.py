@@ -114,7 +114,8 @@ def train(config: RunConfig) -> RunSummary:
         record = {"event": "eval", "step": state.global_step, "epoch": round(state.global_step / steps_per_epoch, 3), **results}
         if main:
             append_metrics(run_dir, record)
-            progress.write(" ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items()))
+            shown = {k: v for k, v in record.items() if "/" not in k}  # per-type breakdowns stay in metrics.jsonl
+            progress.write(" ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in shown.items()))
         accelerator.log({f"eval/{k}": v for k, v in results.items()}, step=state.global_step)
         accelerator.wait_for_everyone()
         return tc.early_stopping_patience > 0 and state.evals_without_improvement >= tc.early_stopping_patience
@@ -131,8 +132,16 @@ def train(config: RunConfig) -> RunSummary:
         started = time.perf_counter()
         for batch in loader:
             with accelerator.accumulate(model):
-                outputs = model(**batch["inputs"])
-                loss = task.loss(outputs, batch["labels"])
+                outputs, labels = model(**batch["inputs"]), batch["labels"]
+                real = sampler.real_rows(state.batches_in_epoch, accelerator.process_index, accelerator.num_processes)
+                if real == 0:  # a share made only of copies: zero loss, but every parameter in the graph (DDP)
+                    summed, count = outputs.float().sum() * 0.0, torch.zeros((), device=outputs.device)
+                else:
+                    summed, count = task.loss_sum(outputs[:real], labels[:real])
+                # the mean over the items of all processes' batches (DDP averages gradients, hence * processes)
+                if accelerator.num_processes > 1:
+                    count = accelerator.reduce(count, reduction="sum") / accelerator.num_processes
+                loss = summed / count.clamp(min=1.0)
                 accelerator.backward(loss)
                 if accelerator.sync_gradients and tc.max_grad_norm > 0:
                     accelerator.clip_grad_norm_(trainable_params, tc.max_grad_norm)
@@ -141,8 +150,8 @@ def train(config: RunConfig) -> RunSummary:
                 optimizer.zero_grad(set_to_none=True)
             running_loss += loss.detach().float()
             running_batches += 1
+            state.samples_seen += sampler.rows_in_batch(state.batches_in_epoch)
             state.batches_in_epoch += 1
-            state.samples_seen += len(batch["index"]) * accelerator.num_processes
             if not accelerator.sync_gradients:
                 continue
             state.global_step += 1
@@ -194,6 +203,9 @@ def train(config: RunConfig) -> RunSummary:
     )
     if main:
         summary.save(run_dir)
+        breakdown = task.report(summary.eval) if summary.eval else None
+        if breakdown:
+            print(breakdown)
         if type(assembly.strategy).write_artifacts is not Strategy.write_artifacts:  # plots of the best weights
             _, best = load_trained(run_dir, config)
             best.strategy.write_artifacts(best.model, run_dir)

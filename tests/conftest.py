@@ -72,6 +72,64 @@ def pair_data(tmp_path) -> dict[str, Path]:
     return {"train": write_csv(tmp_path / "pairs_train.csv", out[:48]), "validation": write_csv(tmp_path / "pairs_dev.csv", out[48:])}
 
 
+PEOPLE = ["alice", "bob smith", "carol", "dave jones", "erin"]
+PLACES = ["paris", "new york", "oslo", "cairo"]
+COMPANIES = ["acme corp", "globex"]
+
+
+def ner_sentences(count: int, seed: int = 0, long_every: int = 0) -> list[list[tuple[str, str]]]:
+    """Demo review words with people, places and companies put in (IOB2 tags); names are not in the
+    tiny vocabulary, so they split into letter pieces. ``long_every``: every N-th sentence is 3 joined."""
+    with (DEMO_DATA / "train.csv").open() as handle:
+        texts = [row["text"].lower().split() for row in csv.DictReader(handle)]
+    rng = random.Random(seed)
+    out = []
+    for number in range(count):
+        sentence: list[tuple[str, str]] = []
+        for _ in range(3 if long_every and number % long_every == 0 else 1):
+            words = [(w, "O") for w in rng.choice(texts)[:12]]
+            for kind, names in (("PER", PEOPLE), ("LOC", PLACES), ("ORG", COMPANIES)):
+                if rng.random() < 0.6:
+                    parts = rng.choice(names).split()
+                    at = rng.randrange(len(words) + 1)
+                    words[at:at] = [(p, ("B-" if i == 0 else "I-") + kind) for i, p in enumerate(parts)]
+            sentence += words
+        out.append(sentence)
+    return out
+
+
+def write_conll_file(path: Path, sentences: list[list[tuple[str, str]]], documents: int = 2) -> Path:
+    """4-column CoNLL-2003 layout (token POS chunk NER) with -DOCSTART- lines."""
+    lines = []
+    for number, sentence in enumerate(sentences):
+        if number % max(1, len(sentences) // documents) == 0:
+            lines += ["-DOCSTART- -X- -X- O", ""]
+        lines += [f"{word} NN I-NP {tag}" for word, tag in sentence] + [""]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def make_ner_files(directory: Path) -> dict[str, Path]:
+    """160 training and 40 validation sentences (every 5th validation sentence long enough for windows)."""
+    return {
+        "train": write_conll_file(directory / "ner_train.txt", ner_sentences(160, seed=0)),
+        "validation": write_conll_file(directory / "ner_valid.txt", ner_sentences(40, seed=1, long_every=5)),
+    }
+
+
+@pytest.fixture()
+def ner_data(tmp_path) -> dict[str, Path]:
+    return make_ner_files(tmp_path)
+
+
+def ner_recipe_sections(ner: dict[str, Path], **task) -> dict:
+    """Recipe sections for tagging on ``ner_data`` files."""
+    return {
+        "task": {"name": "tagging", "max_length": 32, "stride": 8, **task},
+        "data": {"dataset": None, "train": str(ner["train"]), "validation": str(ner["validation"]), "text_column": "tokens", "label_column": "ner_tags"},
+    }
+
+
 def tiny_recipe(checkpoint: Path, run_root: Path, **sections) -> dict:
     """A recipe mapping for the tiny model on the demo data, with section overrides."""
     recipe = {

@@ -39,3 +39,14 @@ def test_bad_data_file_is_one_line(tmp_path, tiny_checkpoint):
 def test_python_m_lists_recipes():
     done = _cli("recipes")
     assert done.returncode == 0 and "glue/mnli" in done.stdout
+
+
+def test_bad_conll_file_is_one_line(tmp_path, tiny_checkpoint):
+    train = tmp_path / "train.txt"
+    train.write_text("alice NN I-NP B-PER\nis NN I-NP O\n\noslo NN I-NP B-LOC\n")
+    dev = tmp_path / "dev.txt"
+    dev.write_text("-DOCSTART- -X- -X- O\n\nbob NN I-NP B-PER\nin NN I-NP O\ncairo NN B-LOC\n")
+    done = _cli("train", "conll2003", f"model.checkpoint={tiny_checkpoint}", "data.dataset=null",
+                f"data.train={train}", f"data.validation={dev}", f"output.dir={tmp_path}")
+    assert done.returncode == 2
+    assert done.stderr.strip() == f"bert-tasks: error: {dev}, line 5: 3 columns, expected 4 like line 3 (tokens pos_tags chunk_tags ner_tags)"

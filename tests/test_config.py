@@ -11,10 +11,10 @@ from bert_tasks.errors import ConfigError
 
 def test_every_bundled_recipe_parses():
     recipes = list_recipes()
-    assert len(recipes) >= 9  # demo + 8 GLUE tasks
+    assert len(recipes) >= 10  # demo + 8 GLUE tasks + conll2003
     for path in recipes:
         config = load_config(path)
-        assert config.task.name == "classification"
+        assert config.task.name == ("tagging" if path.stem == "conll2003" else "classification")
         assert config.train.learning_rate > 0
 
 

@@ -8,7 +8,7 @@ import sys
 import pytest
 import torch
 import yaml
-from conftest import tiny_recipe
+from conftest import make_ner_files, ner_recipe_sections, tiny_recipe
 from safetensors.torch import load_file
 
 from bert_tasks.checkpointing import checkpoint_dirs
@@ -22,12 +22,17 @@ def _run(command: list[str], cwd) -> None:
 
 
 @pytest.mark.slow
-def test_two_processes_match_one(tmp_path, tiny_checkpoint_no_dropout):
+@pytest.mark.parametrize("task", ["classification", "tagging"])
+def test_two_processes_match_one(tmp_path, tiny_checkpoint_no_dropout, task):
+    # tagging: per-token outputs of different lengths on each process are padded, gathered and trimmed
+    sections = ner_recipe_sections(make_ner_files(tmp_path)) if task == "tagging" else {}
     recipe = tiny_recipe(
         tiny_checkpoint_no_dropout, tmp_path / "runs",
-        # 96 rows / global batch 16 = 6 steps per epoch; the 40 evaluation rows do not divide evenly
-        # by 2 x 32, so gather_for_metrics has to drop the padding it added.
-        train={"epochs": 2, "eval_every": 3, "eval_batch_size": 32, "max_train_samples": 96, "max_eval_samples": 41},
+        # 90 rows / global batch 16 = 6 steps per epoch, the last one short: Accelerate tops it up with
+        # copies for the second process, which must not count. The 41 evaluation rows do not divide
+        # evenly by 2 x 32 either, so gather_for_metrics has to drop the padding it added.
+        train={"epochs": 2, "eval_every": 3, "eval_batch_size": 32, "max_train_samples": 90, "max_eval_samples": 41},
+        **sections,
     )
     path = tmp_path / "recipe.yaml"
     path.write_text(yaml.safe_dump(recipe))
@@ -36,10 +41,14 @@ def test_two_processes_match_one(tmp_path, tiny_checkpoint_no_dropout):
     one, two = (tmp_path / "runs" / name for name in ("one", "two"))
     evals_one = [e for e in read_metrics(one) if e["event"] == "eval"]
     evals_two = [e for e in read_metrics(two) if e["event"] == "eval"]
-    assert [e["step"] for e in evals_one] == [e["step"] for e in evals_two] == [3, 6, 9, 12]
+    assert [e["step"] for e in evals_one] == [e["step"] for e in evals_two]
+    if task == "classification":
+        assert [e["step"] for e in evals_one] == [3, 6, 9, 12]
     assert [e for e in read_metrics(two) if e["event"] == "start"][0]["processes"] == 2
     for a, b in zip(evals_one, evals_two):
-        assert a["accuracy"] == b["accuracy"]
+        assert a["accuracy"] == pytest.approx(b["accuracy"], abs=0.01)
+        # near-ties of an early model may flip one tag (different padding shapes round differently)
+        assert a.get("f1", 0.0) == pytest.approx(b.get("f1", 0.0), abs=0.02)
         assert a["loss"] == pytest.approx(b["loss"], abs=1e-5)
     weights_one = load_file(str(checkpoint_dirs(one)[-1] / "model.safetensors"))
     weights_two = load_file(str(checkpoint_dirs(two)[-1] / "model.safetensors"))

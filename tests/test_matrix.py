@@ -9,7 +9,7 @@ import re
 
 import pytest
 import torch
-from conftest import tiny_recipe
+from conftest import make_ner_files, ner_recipe_sections, tiny_recipe
 
 from bert_tasks.assembly import assemble
 from bert_tasks.config import load_config
@@ -17,9 +17,10 @@ from bert_tasks.optim import make_optimizer
 from bert_tasks.registry import STRATEGIES, TASKS
 from bert_tasks.rundir import BEST_DIR, load_trained, save_weights, write_run_files
 
-# task name -> recipe sections for the tiny demo data
+# task name -> recipe sections for tiny data written into a folder
 TASK_CASES = {
-    "classification": {"task": {"name": "classification", "max_length": 32}},
+    "classification": lambda folder: {"task": {"name": "classification", "max_length": 32}},
+    "tagging": lambda folder: ner_recipe_sections(make_ner_files(folder)),
 }
 
 HEAD = r"head\..*"
@@ -48,7 +49,7 @@ def test_every_registered_plugin_is_in_the_matrix():
 @pytest.mark.parametrize("task, label", CASES, ids=[f"{t}-{s}" for t, s in CASES])
 def test_task_strategy(tmp_path, tiny_checkpoint, task, label):
     strategy, trainable_pattern = STRATEGY_CASES[label]
-    config = load_config(tiny_recipe(tiny_checkpoint, tmp_path, strategy=strategy, **TASK_CASES[task]))
+    config = load_config(tiny_recipe(tiny_checkpoint, tmp_path, strategy=strategy, **TASK_CASES[task](tmp_path)))
     assembly, splits = assemble(config)
     model = assembly.model
 

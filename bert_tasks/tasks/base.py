@@ -65,7 +65,14 @@ class Task(ABC):
         """The head: called as ``head(hidden_states, attention_mask)``."""
 
     @abstractmethod
-    def loss(self, outputs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor: ...
+    def loss(self, outputs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """The mean loss over what the labels count (examples, or labelled tokens)."""
+
+    def loss_sum(self, outputs: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(summed loss, number of items it sums over): training divides by the count over all
+        processes, so the gradient is the same on 1 or N processes even when items per row vary."""
+        count = torch.tensor(float(labels.shape[0]), device=labels.device)
+        return self.loss(outputs, labels) * count, count
 
     # -- outputs to answers ----------------------------------------------------
     @property
