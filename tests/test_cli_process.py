@@ -25,13 +25,18 @@ def test_missing_local_checkpoint_folder(tmp_path):
     assert done.stderr.strip() == f"bert-tasks: error: model.checkpoint='{tmp_path}/nowhere': no such folder"
 
 
+def _train_on_files(recipe: str, checkpoint, folder, train: tuple[str, str], validation: tuple[str, str]) -> subprocess.CompletedProcess:
+    """Train ``recipe`` on two small files written from (name, content)."""
+    for name, content in (train, validation):
+        (folder / name).write_text(content)
+    return _cli("train", recipe, f"model.checkpoint={checkpoint}", "data.dataset=null",
+                f"data.train={folder / train[0]}", f"data.validation={folder / validation[0]}", f"output.dir={folder}")
+
+
 def test_bad_data_file_is_one_line(tmp_path, tiny_checkpoint):
     bad = tmp_path / "bad.csv"
-    bad.write_text("text,label\nfine,positive\n,\nstill fine,negative\n")
-    good = tmp_path / "good.csv"
-    good.write_text("text,label\nfine,positive\nbad,negative\n")
-    done = _cli("train", "recipes/demo.yaml", f"model.checkpoint={tiny_checkpoint}", "data.dataset=null",
-                f"data.train={good}", f"data.validation={bad}", f"output.dir={tmp_path}")
+    done = _train_on_files("recipes/demo.yaml", tiny_checkpoint, tmp_path, ("good.csv", "text,label\nfine,positive\nbad,negative\n"),
+                           ("bad.csv", "text,label\nfine,positive\n,\nstill fine,negative\n"))
     assert done.returncode == 2
     assert done.stderr.strip() == f"bert-tasks: error: {bad}, line 3: label '' in field 'label' is not one of ['negative', 'positive'] (labels come from the training data or task.labels)"
 
@@ -42,11 +47,8 @@ def test_python_m_lists_recipes():
 
 
 def test_bad_conll_file_is_one_line(tmp_path, tiny_checkpoint):
-    train = tmp_path / "train.txt"
-    train.write_text("alice NN I-NP B-PER\nis NN I-NP O\n\noslo NN I-NP B-LOC\n")
     dev = tmp_path / "dev.txt"
-    dev.write_text("-DOCSTART- -X- -X- O\n\nbob NN I-NP B-PER\nin NN I-NP O\ncairo NN B-LOC\n")
-    done = _cli("train", "conll2003", f"model.checkpoint={tiny_checkpoint}", "data.dataset=null",
-                f"data.train={train}", f"data.validation={dev}", f"output.dir={tmp_path}")
+    done = _train_on_files("conll2003", tiny_checkpoint, tmp_path, ("train.txt", "alice NN I-NP B-PER\nis NN I-NP O\n\noslo NN I-NP B-LOC\n"),
+                           ("dev.txt", "-DOCSTART- -X- -X- O\n\nbob NN I-NP B-PER\nin NN I-NP O\ncairo NN B-LOC\n"))
     assert done.returncode == 2
     assert done.stderr.strip() == f"bert-tasks: error: {dev}, line 5: 3 columns, expected 4 like line 3 (tokens pos_tags chunk_tags ner_tags)"

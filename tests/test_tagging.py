@@ -174,24 +174,22 @@ def test_strict_mode_rejects_invalid_entities():
 
 
 # -- bad input ------------------------------------------------------------------------
-def test_bad_tagging_input_names_file_and_line(tmp_path, tiny_checkpoint, ner_data):
+BAD_INPUTS = [
+    ("u.txt", "-DOCSTART- -X- -X- O\n\nalice NN I-NP B-PER\nis NN I-NP O\n\nbob NN I-NP B-PER\nin NN I-NP O\noslo NN I-NP B-TOWN\n",
+     r"u\.txt, line 8: tag 'B-TOWN' is not one of the \d+ tags"),
+    ("c.jsonl", '{"tokens": ["a", "b"], "ner_tags": ["O", "O"]}\n\n{"tokens": ["a", "b"], "ner_tags": ["O"]}\n',
+     r"c\.jsonl, line 3: 2 tokens in 'tokens' but 1 tags in 'ner_tags'"),
+    ("e.jsonl", '{"tokens": [], "ner_tags": []}\n', r"e\.jsonl, line 1: empty sentence"),
+    ("m.jsonl", '{"tokens": ["a"], "tags": ["O"]}\n', r"m\.jsonl: missing column 'ner_tags' \(set by data.label_column\); the columns are tokens, tags"),
+]
+
+
+@pytest.mark.parametrize("name, content, message", BAD_INPUTS, ids=[case[0] for case in BAD_INPUTS])
+def test_bad_tagging_input_names_file_and_line(tmp_path, tiny_checkpoint, ner_data, name, content, message):
     task = _task(tiny_checkpoint, tmp_path, ner_data)
-    unknown = tmp_path / "u.txt"
-    unknown.write_text("-DOCSTART- -X- -X- O\n\nalice NN I-NP B-PER\nis NN I-NP O\n\nbob NN I-NP B-PER\nin NN I-NP O\noslo NN I-NP B-TOWN\n")
-    with pytest.raises(DataError, match=r"u\.txt, line 8: tag 'B-TOWN' is not one of the \d+ tags"):
-        task.encode(read_file("validation", unknown))
-    counts = tmp_path / "c.jsonl"
-    counts.write_text('{"tokens": ["a", "b"], "ner_tags": ["O", "O"]}\n\n{"tokens": ["a", "b"], "ner_tags": ["O"]}\n')
-    with pytest.raises(DataError, match=r"c\.jsonl, line 3: 2 tokens in 'tokens' but 1 tags in 'ner_tags'"):
-        task.encode(read_file("validation", counts))
-    empty = tmp_path / "e.jsonl"
-    empty.write_text('{"tokens": [], "ner_tags": []}\n')
-    with pytest.raises(DataError, match=r"e\.jsonl, line 1: empty sentence"):
-        task.encode(read_file("validation", empty))
-    missing = tmp_path / "m.jsonl"
-    missing.write_text('{"tokens": ["a"], "tags": ["O"]}\n')
-    with pytest.raises(DataError, match=r"m\.jsonl: missing column 'ner_tags' \(set by data.label_column\); the columns are tokens, tags"):
-        task.encode(read_file("validation", missing))
+    (tmp_path / name).write_text(content)
+    with pytest.raises(DataError, match=message):
+        task.encode(read_file("validation", tmp_path / name))
 
 
 # -- model -----------------------------------------------------------------------------

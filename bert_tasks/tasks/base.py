@@ -16,6 +16,19 @@ from ..config import DataConfig
 from ..data import Split
 
 
+def head_dropout(backbone_config: PretrainedConfig, override: Optional[float]) -> float:
+    """Dropout before a head's linear layer: the override, else the checkpoint's classifier or hidden dropout."""
+    for value in (override, getattr(backbone_config, "classifier_dropout", None), getattr(backbone_config, "hidden_dropout_prob", None), getattr(backbone_config, "dropout", None)):
+        if value is not None:
+            return float(value)
+    return 0.1
+
+
+def initializer_range(backbone_config: PretrainedConfig) -> float:
+    """Standard deviation for new head weights, as the checkpoint initialised its own."""
+    return float(getattr(backbone_config, "initializer_range", 0.02))
+
+
 class Task(ABC):
     """How examples become model inputs, and model outputs become answers and metrics.
 

@@ -24,7 +24,7 @@ from ..batching import EncodedDataset, collate_tokens
 from ..data import Split
 from ..errors import ConfigError, DataError
 from ..registry import TASKS
-from .base import Task
+from .base import Task, head_dropout, initializer_range
 
 
 @dataclass(frozen=True)
@@ -184,15 +184,8 @@ class Classification(Task):
 
     # -- the model on top of the encoder ----------------------------------------
     def build_head(self, backbone_config: PretrainedConfig, pooler: Optional[nn.Module]) -> nn.Module:
-        dropout = self.config.classifier_dropout
-        if dropout is None:
-            dropout = getattr(backbone_config, "classifier_dropout", None)
-        if dropout is None:
-            dropout = getattr(backbone_config, "hidden_dropout_prob", getattr(backbone_config, "dropout", 0.1))
-        return ClassificationHead(
-            backbone_config.hidden_size, self.num_outputs, dropout, self.config.pooling, pooler,
-            getattr(backbone_config, "initializer_range", 0.02),
-        )
+        dropout = head_dropout(backbone_config, self.config.classifier_dropout)
+        return ClassificationHead(backbone_config.hidden_size, self.num_outputs, dropout, self.config.pooling, pooler, initializer_range(backbone_config))
 
     def loss(self, outputs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         outputs = outputs.float()  # the loss in float32 even under bf16/fp16 autocast

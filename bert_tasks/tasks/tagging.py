@@ -30,7 +30,7 @@ from ..conll import write_conll
 from ..data import Split
 from ..errors import ConfigError, DataError
 from ..registry import TASKS
-from .base import Task
+from .base import Task, head_dropout, initializer_range
 from .word_windows import context, plan_windows
 
 ENTITY_TAG = re.compile(r"^([BIES])-(.+)$")
@@ -221,12 +221,8 @@ class Tagging(Task):
 
     # -- the model on top of the encoder ----------------------------------------
     def build_head(self, backbone_config: PretrainedConfig, pooler: Optional[nn.Module]) -> nn.Module:
-        dropout = self.config.classifier_dropout
-        if dropout is None:
-            dropout = getattr(backbone_config, "classifier_dropout", None)
-        if dropout is None:
-            dropout = getattr(backbone_config, "hidden_dropout_prob", getattr(backbone_config, "dropout", 0.1))
-        return TokenTaggingHead(backbone_config.hidden_size, len(self.labels), dropout, getattr(backbone_config, "initializer_range", 0.02))
+        dropout = head_dropout(backbone_config, self.config.classifier_dropout)
+        return TokenTaggingHead(backbone_config.hidden_size, len(self.labels), dropout, initializer_range(backbone_config))
 
     def loss(self, outputs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         total, count = self.loss_sum(outputs, labels)
