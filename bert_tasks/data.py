@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,10 +17,12 @@ import datasets
 
 from .conll import CONLL_SUFFIXES, read_conll
 from .errors import DataError
+from .squad_format import flatten_squad
 
 DEMO_DATASET = "demo"
 DEMO_DIR = Path(__file__).resolve().parent / "demo_data"
 LOCAL_SUFFIXES = (".csv", ".tsv", ".json", ".jsonl", ".parquet", *CONLL_SUFFIXES)
+ROW_RANGE = re.compile(r"^(?P<path>.+)\[(?P<start>\d*):(?P<stop>\d*)\]$")  # file.json[8582:] -> rows 8582 to the end
 
 
 @dataclass
@@ -32,13 +35,14 @@ class Split:
     lines: Optional[list[int]] = None  # the file line of each row, when the format has lines
     format: str = "hub"  # csv, tsv, json, jsonl, parquet, conll or hub: predictions are written back in it
     line_per_item: bool = False  # CoNLL: item k of a row (a token) is on the row's line + k
+    row_label: str = "line"  # what self.lines count: file lines, or rows (formats without a line per row)
 
     def where(self, index: int, item: Optional[int] = None) -> str:
         """'file, line N' of a row, or of item ``item`` (e.g. a token) within the row."""
         if self.lines is not None:
             if item is not None and self.line_per_item:
                 return f"{self.origin}, line {self.lines[index] + item}"
-            place = f"{self.origin}, line {self.lines[index]}"
+            place = f"{self.origin}, {self.row_label} {self.lines[index]}"
         else:
             place = f"{self.origin}, row {index + 1}"
         return place if item is None else f"{place}, item {item + 1}"
@@ -58,12 +62,34 @@ class Split:
     def head(self, count: Optional[int]) -> "Split":
         if count is None or count >= len(self.dataset):
             return self
-        lines = self.lines[:count] if self.lines is not None else None
-        return Split(self.name, self.dataset.select(range(count)), self.origin, lines, self.format, self.line_per_item)
+        return self.rows(0, count)
+
+    def rows(self, start: int, stop: int) -> "Split":
+        """Rows [start, stop) (errors still name their place in the whole file)."""
+        if self.lines is None:  # number the rows as in the whole file
+            lines, label = [i + 1 for i in range(start, stop)], "row"
+        else:
+            lines, label = self.lines[start:stop], self.row_label
+        return Split(self.name, self.dataset.select(range(start, stop)), self.origin, lines, self.format, self.line_per_item, label)
 
 
 def is_local_file(value: str) -> bool:
+    match = ROW_RANGE.match(value)
+    value = match.group("path") if match else value
     return Path(value).suffix.lower() in LOCAL_SUFFIXES or Path(value).is_file()
+
+
+def _read_local(name: str, source: str, tsv_quoting: bool, conll_columns: Optional[Sequence[str]]) -> Split:
+    """A local file, or a row range of one: ``dev.json[:8582]``, ``dev.json[8582:]``."""
+    match = ROW_RANGE.match(source)
+    split = read_file(name, Path(match.group("path") if match else source), tsv_quoting=tsv_quoting, conll_columns=conll_columns)
+    if not match:
+        return split
+    start = int(match.group("start") or 0)
+    stop = min(len(split), int(match.group("stop") or len(split)))
+    if start >= stop:
+        raise DataError(f"data.{name}={source!r}: the range selects no rows (the file has {len(split)})")
+    return split.rows(start, stop)
 
 
 def load_split(
@@ -78,7 +104,7 @@ def load_split(
     if dataset == DEMO_DATASET and not is_local_file(source):
         return read_file(name, DEMO_DIR / f"{source}.csv")
     if is_local_file(source):
-        return read_file(name, Path(source), tsv_quoting=tsv_quoting, conll_columns=conll_columns)
+        return _read_local(name, source, tsv_quoting, conll_columns)
     if dataset is None:
         raise DataError(f"data.{name}={source!r}: no such file, and no data.dataset is set to take a Hub split from")
     return _read_hub(name, dataset, dataset_config, source)
@@ -118,8 +144,12 @@ def read_file(name: str, path: Path, tsv_quoting: bool = False, conll_columns: O
         raise DataError(f"{path}: unsupported file type {suffix!r}; use one of {', '.join(LOCAL_SUFFIXES)}")
     if suffix in (".csv", ".tsv"):
         rows, lines = _read_delimited(path, delimiter="\t" if suffix == ".tsv" else ",", quoting=tsv_quoting or suffix == ".csv")
+    elif suffix == ".jsonl":
+        rows, lines = _read_jsonl(path)
     else:
-        rows, lines = (_read_jsonl if suffix == ".jsonl" else _read_json)(path)
+        rows, lines = _read_json(path)
+        if rows and "paragraphs" in rows[0]:
+            rows, suffix = flatten_squad({"data": rows}, path), ".squad"
     if not rows:
         raise DataError(f"{path}: the file has no rows")
     columns = list(rows[0])

@@ -203,6 +203,8 @@ def train(config: RunConfig) -> RunSummary:
     )
     if main:
         summary.save(run_dir)
+        task.adopt_evaluation(summary.eval)
+        write_run_files(run_dir, config, task.state_dict())
         breakdown = task.report(summary.eval) if summary.eval else None
         if breakdown:
             print(breakdown)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import random
 from pathlib import Path
 
@@ -127,6 +128,48 @@ def ner_recipe_sections(ner: dict[str, Path], **task) -> dict:
     return {
         "task": {"name": "tagging", "max_length": 32, "stride": 8, **task},
         "data": {"dataset": None, "train": str(ner["train"]), "validation": str(ner["validation"]), "text_column": "tokens", "label_column": "ner_tags"},
+    }
+
+
+def qa_examples(count: int, seed: int = 0, unanswerable: float = 0.0) -> list[dict]:
+    """Flat QA rows: a demo review with a person and a place put in; the question asks for the
+    place (or, with probability ``unanswerable``, for a person who is not there: no answer)."""
+    with (DEMO_DATA / "train.csv").open() as handle:
+        texts = [row["text"].lower() for row in csv.DictReader(handle)]
+    rng = random.Random(seed)
+    rows = []
+    for number in range(count):
+        person, place = rng.choice(PEOPLE), rng.choice(PLACES)
+        lead = f"{rng.choice(texts)} {rng.choice(texts)} " * rng.randint(1, 3)
+        context = f"{lead}{person} bought it in {place} . {rng.choice(texts)}"
+        if rng.random() < unanswerable:
+            other = rng.choice([p for p in PEOPLE if p != person])
+            answers = {"text": [], "answer_start": []}
+            question = f"where did {other} buy it ?"
+        else:
+            answers = {"text": [place], "answer_start": [context.index(f" in {place} .") + 4]}
+            question = f"where did {person} buy it ?"
+        rows.append({"id": f"q{number}", "question": question, "context": context, "answers": answers})
+    return rows
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return path
+
+
+def make_qa_files(directory: Path, unanswerable: float = 0.0) -> dict[str, Path]:
+    return {
+        "train": write_jsonl(directory / "qa_train.jsonl", qa_examples(120, seed=0, unanswerable=unanswerable)),
+        "validation": write_jsonl(directory / "qa_valid.jsonl", qa_examples(30, seed=1, unanswerable=unanswerable)),
+    }
+
+
+def qa_recipe_sections(files: dict[str, Path], **task) -> dict:
+    return {
+        "task": {"name": "span_qa", "max_length": 64, "doc_stride": 16, "max_question_length": 16, "max_answer_length": 8, **task},
+        "data": {"dataset": None, "train": str(files["train"]), "validation": str(files["validation"]),
+                 "text_column": "question", "text_pair_column": "context", "label_column": "answers"},
     }
 
 

@@ -9,7 +9,7 @@ import re
 
 import pytest
 import torch
-from conftest import make_ner_files, ner_recipe_sections, tiny_recipe
+from conftest import make_ner_files, make_qa_files, ner_recipe_sections, qa_recipe_sections, tiny_recipe
 
 from bert_tasks.assembly import assemble
 from bert_tasks.config import load_config
@@ -21,6 +21,7 @@ from bert_tasks.rundir import BEST_DIR, load_trained, save_weights, write_run_fi
 TASK_CASES = {
     "classification": lambda folder: {"task": {"name": "classification", "max_length": 32}},
     "tagging": lambda folder: ner_recipe_sections(make_ner_files(folder)),
+    "span_qa": lambda folder: qa_recipe_sections(make_qa_files(folder, unanswerable=0.2), version_2=True),
 }
 
 HEAD = r"head\..*"

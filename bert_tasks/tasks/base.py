@@ -63,6 +63,9 @@ class Task(ABC):
     @abstractmethod
     def load_state_dict(self, state: dict[str, Any]) -> None: ...
 
+    def adopt_evaluation(self, results: dict[str, float]) -> None:
+        """Keep what the best evaluation tuned (e.g. a no-answer threshold); saved with the run."""
+
     # -- examples to tensors ----------------------------------------------------
     @abstractmethod
     def encode(self, split: Split, with_labels: bool = True) -> EncodedDataset:
