@@ -11,6 +11,7 @@ from .data import Split, read_file
 from .rundir import load_trained
 from .training import eval_loader
 
+
 class Predictor:
     """Holds the best model of a run; predicts batches sorted by length, answers in input order."""
 

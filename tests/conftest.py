@@ -173,6 +173,24 @@ def qa_recipe_sections(files: dict[str, Path], **task) -> dict:
     }
 
 
+def outputs_beside_transformers(checkpoint: Path, run_root: Path, sections: dict, reference_class: type, **reference_options):
+    """Our model (full tuning) and a stock transformers model holding the same weights, run on
+    8 validation rows: (our outputs, the reference's outputs object, the attention mask)."""
+    from bert_tasks.assembly import assemble
+    from bert_tasks.config import load_config
+
+    assembly, splits = assemble(load_config(tiny_recipe(checkpoint, run_root, **sections)))
+    reference = reference_class.from_pretrained(str(checkpoint), **reference_options)
+    state = {f"bert.{k[len('backbone.'):]}" if k.startswith("backbone.") else k.replace("head.", ""): v for k, v in assembly.model.state_dict().items()}
+    missing, unexpected = reference.load_state_dict(state, strict=False)
+    assert not unexpected and all("pooler" in name for name in missing)
+    data = assembly.task.encode(splits["validation"])
+    batch = assembly.task.collate([data[i] for i in range(8)])
+    assembly.model.eval(), reference.eval()
+    with torch.no_grad():
+        return assembly.model(**batch["inputs"]), reference(**batch["inputs"]), batch["inputs"]["attention_mask"].bool()
+
+
 def tiny_recipe(checkpoint: Path, run_root: Path, **sections) -> dict:
     """A recipe mapping for the tiny model on the demo data, with section overrides."""
     recipe = {

@@ -11,10 +11,11 @@ from bert_tasks.errors import ConfigError
 
 def test_every_bundled_recipe_parses():
     recipes = list_recipes()
-    assert len(recipes) >= 10  # demo + 8 GLUE tasks + conll2003
+    assert len(recipes) >= 12  # demo + 8 GLUE tasks + conll2003 + squad, squad_v2
+    tasks = {"conll2003": "tagging", "squad": "span_qa", "squad_v2": "span_qa"}
     for path in recipes:
         config = load_config(path)
-        assert config.task.name == ("tagging" if path.stem == "conll2003" else "classification")
+        assert config.task.name == tasks.get(path.stem, "classification")
         assert config.train.learning_rate > 0
 
 

@@ -6,16 +6,27 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import make_qa_files, qa_examples, qa_recipe_sections, tiny_recipe, write_jsonl
+from conftest import (
+    make_qa_files,
+    outputs_beside_transformers,
+    qa_examples,
+    qa_recipe_sections,
+    tiny_recipe,
+    write_jsonl,
+)
 from transformers import AutoModelForQuestionAnswering, AutoTokenizer
 
 import bert_tasks
 from bert_tasks import squad_scoring
-from bert_tasks.assembly import assemble, build_task
+from bert_tasks.assembly import build_task
 from bert_tasks.config import load_config
 from bert_tasks.data import load_split, read_file
 from bert_tasks.errors import DataError
-from bert_tasks.tasks.span_decoding import best_spans, window_spans, window_spans_by_pairs
+from bert_tasks.tasks.span_decoding import (
+    best_spans,
+    window_spans,
+    window_spans_by_pairs,
+)
 
 
 def _task(checkpoint, tmp_path, files, **options):
@@ -137,20 +148,9 @@ def test_spans_across_windows_and_null_score():
 
 # -- model ------------------------------------------------------------------------------
 def test_full_head_matches_transformers_question_answering(tmp_path, tiny_checkpoint):
-    config = load_config(tiny_recipe(tiny_checkpoint, tmp_path, **qa_recipe_sections(make_qa_files(tmp_path))))
-    assembly, splits = assemble(config)
-    reference = AutoModelForQuestionAnswering.from_pretrained(str(tiny_checkpoint))
-    state = {f"bert.{k[len('backbone.'):]}" if k.startswith("backbone.") else k.replace("head.", ""): v for k, v in assembly.model.state_dict().items()}
-    missing, unexpected = reference.load_state_dict(state, strict=False)
-    assert not unexpected and all("pooler" in name for name in missing)
-    data = assembly.task.encode(splits["validation"])
-    batch = assembly.task.collate([data[i] for i in range(8)])
-    assembly.model.eval(), reference.eval()
-    with torch.no_grad():
-        ours = assembly.model(**batch["inputs"])
-        theirs = reference(**batch["inputs"])
-    real = batch["inputs"]["attention_mask"].bool()
-    torch.testing.assert_close(ours[..., 0][real], theirs.start_logits[real], rtol=0, atol=1e-6)
+    sections = qa_recipe_sections(make_qa_files(tmp_path))
+    ours, theirs, real = outputs_beside_transformers(tiny_checkpoint, tmp_path, sections, AutoModelForQuestionAnswering)
+    torch.testing.assert_close(ours[..., 0][real], theirs.start_logits[real], rtol=0, atol=1e-6)  # padding is masked in ours
     torch.testing.assert_close(ours[..., 1][real], theirs.end_logits[real], rtol=0, atol=1e-6)
 
 

@@ -8,14 +8,20 @@ import datasets
 import numpy as np
 import pytest
 import torch
-from conftest import ner_recipe_sections, ner_sentences, tiny_recipe, write_conll_file
+from conftest import (
+    ner_recipe_sections,
+    ner_sentences,
+    outputs_beside_transformers,
+    tiny_recipe,
+    write_conll_file,
+)
 from transformers import AutoModelForTokenClassification, AutoTokenizer
 
 import bert_tasks
-from bert_tasks.assembly import assemble, build_task
+from bert_tasks.assembly import build_task
 from bert_tasks.batching import IGNORE_INDEX
-from bert_tasks.conll import read_conll, write_conll
 from bert_tasks.config import load_config
+from bert_tasks.conll import read_conll, write_conll
 from bert_tasks.data import Split, read_file
 from bert_tasks.errors import DataError
 from bert_tasks.metrics import entity_scores
@@ -194,17 +200,9 @@ def test_bad_tagging_input_names_file_and_line(tmp_path, tiny_checkpoint, ner_da
 
 # -- model -----------------------------------------------------------------------------
 def test_full_head_matches_transformers_token_classification(tmp_path, tiny_checkpoint, ner_data):
-    config = load_config(tiny_recipe(tiny_checkpoint, tmp_path, **ner_recipe_sections(ner_data)))
-    assembly, splits = assemble(config)
-    reference = AutoModelForTokenClassification.from_pretrained(str(tiny_checkpoint), num_labels=len(assembly.task.labels))
-    state = {f"bert.{k[len('backbone.'):]}" if k.startswith("backbone.") else k.replace("head.", ""): v for k, v in assembly.model.state_dict().items()}
-    missing, unexpected = reference.load_state_dict(state, strict=False)
-    assert not unexpected and all("pooler" in name for name in missing)
-    data = assembly.task.encode(splits["validation"])
-    batch = assembly.task.collate([data[i] for i in range(8)])
-    assembly.model.eval(), reference.eval()
-    with torch.no_grad():
-        torch.testing.assert_close(assembly.model(**batch["inputs"]), reference(**batch["inputs"]).logits, rtol=0, atol=1e-6)
+    labels = len(_task(tiny_checkpoint, tmp_path, ner_data).labels)
+    ours, theirs, _ = outputs_beside_transformers(tiny_checkpoint, tmp_path, ner_recipe_sections(ner_data), AutoModelForTokenClassification, num_labels=labels)
+    torch.testing.assert_close(ours, theirs.logits, rtol=0, atol=1e-6)
 
 
 def test_train_evaluate_and_predict_in_the_input_format(tmp_path, tiny_checkpoint, ner_data):

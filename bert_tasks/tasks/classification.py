@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from typing import Any, Iterable, Literal, Optional, Sequence, Union
 
 import datasets
-
 import numpy as np
 import torch
 import torch.nn.functional as F
