@@ -15,6 +15,7 @@ import datasets
 import numpy as np
 import torch
 import torch.nn.functional as F
+from scipy.special import softmax
 from torch import nn
 from transformers import PretrainedConfig, PreTrainedTokenizerBase
 
@@ -211,8 +212,7 @@ class Classification(Task):
         outputs = np.stack(outputs)
         if self.regression:
             return [{"score": float(row[0])} for row in outputs]
-        shifted = outputs - outputs.max(-1, keepdims=True)
-        probs = np.exp(shifted) / np.exp(shifted).sum(-1, keepdims=True)
+        probs = softmax(outputs, axis=-1)
         return [
             {"label": self.labels[int(row.argmax())], "scores": {name: round(float(p), 6) for name, p in zip(self.labels, row)}}
             for row in probs

@@ -21,6 +21,7 @@ import datasets
 import numpy as np
 import torch
 import torch.nn.functional as F
+from scipy.special import softmax
 from torch import nn
 from transformers import PretrainedConfig, PreTrainedTokenizerBase
 
@@ -207,7 +208,7 @@ class SpanQA(Task):
         for context, question_windows in zip(meta["contexts"], windows):
             spans, null = best_spans(question_windows, self.config.n_best, self.config.max_answer_length)
             scores = np.array([s.score for s in spans] + ([null] if self.config.version_2 else []))
-            probs = np.exp(scores - scores.max()) / np.exp(scores - scores.max()).sum() if len(scores) else scores
+            probs = softmax(scores) if len(scores) else scores
             nbest = [{"text": context[s.start : s.end], "probability": round(float(p), 6), "start": s.start, "end": s.end} for s, p in zip(spans, probs)]
             span_text = nbest[0]["text"] if nbest else ""
             null_diff = null - spans[0].score if spans else NO_SPAN

@@ -21,6 +21,7 @@ import datasets
 import numpy as np
 import torch
 import torch.nn.functional as F
+from scipy.special import softmax
 from torch import nn
 from transformers import PretrainedConfig, PreTrainedTokenizerBase
 
@@ -270,8 +271,7 @@ class Tagging(Task):
     def format_predictions(self, outputs: list[np.ndarray], data: EncodedDataset) -> list[dict[str, Any]]:
         answers = []
         for words, scores in zip(data.meta["words"], self.word_scores(outputs, data)):
-            shifted = np.exp(scores - scores.max(-1, keepdims=True))
-            probs = shifted / shifted.sum(-1, keepdims=True)
+            probs = softmax(scores, axis=-1)
             best = probs.argmax(-1)
             answers.append({"tokens": words, "tags": [self.labels[i] for i in best], "confidence": [round(float(p), 4) for p in probs.max(-1)]})
         return answers
