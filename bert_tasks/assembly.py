@@ -4,9 +4,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional
 
-from transformers import AutoModel, PretrainedConfig, PreTrainedTokenizerBase
+from transformers import PretrainedConfig, PreTrainedTokenizerBase
 
-from .backbone import load_backbone, load_backbone_config, load_tokenizer, take_pooler
+from .backbone import load_backbone_config, load_tokenizer
 from .config import ModelConfig, RunConfig
 from .data import Split, load_split
 from .model import TaskModel
@@ -39,22 +39,17 @@ def build_model(
 ) -> Assembly:
     """Encoder + head with the strategy applied.
 
-    With ``backbone_config`` the encoder is built empty from it (the caller loads
-    trained weights next); otherwise pretrained weights come from the checkpoint.
+    With ``backbone_config`` (the saved network config) the network is built empty from it
+    (the caller loads trained weights next); otherwise pretrained weights come from the checkpoint.
     """
     strategy = STRATEGIES.build(config.strategy)
+    model = task.build_model(config.model, backbone_config)
     base_hash = None
-    if backbone_config is None:
-        backbone = load_backbone(config.model.checkpoint, config.model.revision, config.model.dropout)
-        if strategy.small_save:
-            base_hash = weights_hash(backbone)
-    else:
-        backbone = AutoModel.from_config(backbone_config)
-    pooler = take_pooler(backbone)
-    head = task.build_head(backbone.config, pooler)
-    model = TaskModel(backbone, head)
+    if backbone_config is None and strategy.small_save:
+        fresh = {name.removeprefix("backbone.") for name in model.new_parameters}  # random, not part of the base
+        base_hash = weights_hash(model.backbone, exclude=fresh)
     strategy.apply(model)
-    return Assembly(task, model, strategy, tokenizer, backbone.config, config.model, base_hash)
+    return Assembly(task, model, strategy, tokenizer, model.backbone.config, config.model, base_hash)
 
 
 def prepare_task(config: RunConfig) -> tuple[Task, dict[str, Split]]:

@@ -72,16 +72,22 @@ def load_tokenizer(name: str, revision: Optional[str] = None) -> PreTrainedToken
         raise _explain(name, error) from None
 
 
-def encoder_layers(backbone: nn.Module) -> nn.ModuleList:
-    """The stack of transformer blocks, bottom first (BERT, RoBERTa, ELECTRA, DistilBERT, ...)."""
-    for path in ("encoder.layer", "transformer.layer", "encoder.layers", "layers"):
-        module = _get(backbone, path)
-        if isinstance(module, nn.ModuleList):
-            return module
-    raise CheckpointError(
-        f"{type(backbone).__name__}: cannot find the encoder's layer stack "
-        "(looked for encoder.layer, transformer.layer, encoder.layers, layers)"
-    )
+def encoder_layers(stack: nn.Module) -> nn.ModuleList:
+    """The stack of transformer blocks, bottom first (BERT, RoBERTa, ELECTRA, DistilBERT, BART, T5, ...).
+
+    Also finds them below a model with a head (``BertLMHeadModel.bert``, a warm-started decoder).
+    """
+    for root in (stack, getattr(stack, getattr(stack, "base_model_prefix", "") or "-", None)):
+        if root is None:
+            continue
+        for path in LAYER_PATHS:
+            module = _get(root, path)
+            if isinstance(module, nn.ModuleList):
+                return module
+    raise CheckpointError(f"{type(stack).__name__}: cannot find the layer stack (looked for {', '.join(LAYER_PATHS)})")
+
+
+LAYER_PATHS = ("encoder.layer", "transformer.layer", "encoder.layers", "layers", "block")
 
 
 def embeddings(backbone: nn.Module) -> nn.Module:

@@ -10,12 +10,12 @@ from accelerate import Accelerator
 from torch.utils.data import DataLoader
 
 from .assembly import read_splits
-from .batching import IGNORE_INDEX, EncodedDataset, LengthGroupedBatches, pad_stack
+from .batching import EncodedDataset, LengthGroupedBatches
 from .config import with_overrides
 from .errors import BertTasksError
 from .rundir import load_run_config, load_trained
 from .runtime import make_accelerator
-from .tasks.base import Task
+from .tasks.base import PAD_OUTPUT, Task
 
 
 def eval_loader(data: EncodedDataset, task: Task, batch_size: int, num_workers: int = 0) -> DataLoader:
@@ -30,8 +30,9 @@ def predict_outputs(accelerator: Accelerator, model: torch.nn.Module, loader: Da
     model.eval()
     outputs, indices = [], []
     for batch in loader:
-        logits = model(**batch["inputs"]).float()  # Shape: [batch, ...] or [batch, seq, ...] per token
-        if task.outputs_per_token:
+        with accelerator.autocast():
+            logits = task.predict_step(accelerator.unwrap_model(model), batch)  # Shape: [batch, ...] or [batch, seq, ...]
+        if task.outputs_per_token or task.outputs_vary_in_length:
             logits = accelerator.pad_across_processes(logits, dim=1, pad_index=PAD_OUTPUT)
         logits, index = accelerator.gather_for_metrics((logits, batch["index"]))
         outputs.extend(logits.cpu().numpy())
@@ -45,18 +46,13 @@ def predict_outputs(accelerator: Accelerator, model: torch.nn.Module, loader: Da
     return rows
 
 
-PAD_OUTPUT = -1e4  # fills per-token outputs beyond a row's length: a logit that softmax ignores
-
-
 def evaluate(accelerator: Accelerator, model: torch.nn.Module, loader: DataLoader, task: Task, data: EncodedDataset) -> dict[str, float]:
     """The task's metrics plus the loss, over every row of ``data``."""
     if "labels" not in data.columns:
         raise BertTasksError("evaluation data has no labels")
     outputs = predict_outputs(accelerator, model, loader, data, task)
     results = task.compute_metrics(outputs, data)
-    labels = [np.asarray(label) for label in data.columns["labels"]]
-    loss = task.loss(torch.from_numpy(pad_stack(outputs, PAD_OUTPUT)), torch.from_numpy(pad_stack(labels, IGNORE_INDEX)))
-    results["loss"] = float(loss)
+    results["loss"] = task.evaluation_loss(outputs, data)
     return results
 
 

@@ -20,25 +20,73 @@ class LastHiddenState(nn.Module):
 class TaskModel(nn.Module):
     """The one model class every task and strategy share.
 
-    ``backbone`` is an ``AutoModel`` encoder (its pooler, if any, now lives in the
-    head), ``features`` maps encoder outputs to per-token vectors, and ``head`` maps
-    those to task outputs (logits).
+    ``backbone`` is the pretrained network: an ``AutoModel`` encoder (its pooler, if any,
+    now lives in the head), or for seq2seq the whole encoder-decoder. ``features`` maps
+    encoder outputs to per-token vectors, and ``head`` maps those to task outputs
+    (logits). A head may take extra inputs (``head.input_names``, e.g. the target
+    tokens of a seq2seq model).
+
+    Strategies tune ``tunable_stacks()`` (the pretrained transformer stacks: the encoder,
+    and a decoder if there is one) and leave ``train_new_parts()`` to make sure what the
+    task added (head, new cross-attention, ...) always trains.
     """
 
-    def __init__(self, backbone: nn.Module, head: nn.Module, features: Optional[nn.Module] = None) -> None:
+    def __init__(
+        self,
+        backbone: nn.Module,
+        head: nn.Module,
+        features: Optional[nn.Module] = None,
+        decoder: Optional[nn.Module] = None,
+        new_parameters: tuple[str, ...] = (),
+        encoder_trains: bool = True,
+    ) -> None:
         super().__init__()
         self.backbone = backbone
         self.features = features if features is not None else LastHiddenState()
         self.head = head
+        # not registered again: these are parts of ``backbone``
+        self._decoder = [decoder] if decoder is not None else []
+        self.new_parameters = tuple(new_parameters)  # names (as in named_parameters) initialised fresh
+        self.encoder_trains = encoder_trains
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, **inputs: torch.Tensor) -> torch.Tensor:
-        # Shape: input_ids, attention_mask, token_type_ids: [batch, seq]
-        outputs = self.backbone(
+    @property
+    def encoder(self) -> nn.Module:
+        """The encoder stack: the backbone itself, or the encoder half of an encoder-decoder."""
+        if getattr(self.backbone.config, "is_encoder_decoder", False):
+            return self.backbone.get_encoder()
+        return self.backbone
+
+    def tunable_stacks(self) -> list[tuple[str, nn.Module]]:
+        """(name, module) of each pretrained transformer stack a strategy may tune: the encoder
+        (unless the task keeps it frozen) and the decoder of a seq2seq model."""
+        stacks = [("encoder", self.encoder)] if self.encoder_trains else []
+        return stacks + [("decoder", decoder) for decoder in self._decoder]
+
+    def train_new_parts(self) -> None:
+        """After a strategy froze what it does not tune: the head, the features and every
+        freshly initialised parameter train; a frozen encoder stays frozen."""
+        self.features.requires_grad_(True)
+        self.head.requires_grad_(True)
+        if not self.encoder_trains:
+            self.encoder.requires_grad_(False)
+        fresh = set(self.new_parameters)
+        for name, parameter in self.named_parameters():
+            if name in fresh:
+                parameter.requires_grad_(True)
+
+    def encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, **inputs: torch.Tensor) -> torch.Tensor:
+        """What the head sees. Shape: input_ids, attention_mask, token_type_ids [batch, seq] -> [batch, seq, hidden]"""
+        outputs = self.encoder(
             input_ids=input_ids,
             attention_mask=attention_mask,
             output_hidden_states=getattr(self.features, "needs_all_layers", False),
             return_dict=True,
             **inputs,
         )
-        hidden = self.features(outputs)  # Shape: [batch, seq, hidden]
-        return self.head(hidden, attention_mask)
+        return self.features(outputs)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, **inputs: torch.Tensor) -> torch.Tensor:
+        head_names = getattr(self.head, "input_names", ())
+        head_inputs = {name: inputs.pop(name) for name in list(inputs) if name in head_names}
+        hidden = self.encode(input_ids, attention_mask, **inputs)  # Shape: [batch, seq, hidden]
+        return self.head(hidden, attention_mask, **head_inputs)

@@ -8,11 +8,15 @@ from collections import OrderedDict
 import torch
 from torch import nn
 
-LAYER = re.compile(r"\.(?:layer|layers)\.(\d+)\.")
+LAYER = re.compile(r"\.(?:layer|layers|block)\.(\d+)\.")
+DECODER = re.compile(r"^backbone\.(?:model\.)?decoder\.")
 
 
 def group_of(name: str) -> str:
-    """'backbone.encoder.layer.3.attention...' -> 'layer 3'; adapters, LoRA and the layer mix get their own groups."""
+    """'backbone.encoder.layer.3.attention...' -> 'layer 3'; a seq2seq decoder's parts get 'decoder '
+    groups; adapters, LoRA and the layer mix get their own groups."""
+    if DECODER.match(name) and "lora_" not in name:
+        return "decoder " + _stack_group(name)
     if name.startswith("adapters."):
         return "adapters"
     if "lora_" in name:
@@ -21,10 +25,14 @@ def group_of(name: str) -> str:
         return "layer_mix"
     if name.startswith("head."):
         return "head"
+    return _stack_group(name)
+
+
+def _stack_group(name: str) -> str:
     match = LAYER.search(name)
     if match:
         return f"layer {match.group(1)}"
-    if ".embeddings." in name or name.startswith("backbone.embeddings"):
+    if ".embeddings." in name or name.startswith("backbone.embeddings") or "embed_" in name or ".shared." in name:
         return "embeddings"
     return "other"
 
@@ -50,10 +58,13 @@ def format_report(report: dict) -> str:
     return "\n".join(lines)
 
 
-def weights_hash(module: nn.Module) -> str:
-    """sha256 over parameter names and values: identifies the exact base weights a small save builds on."""
+def weights_hash(module: nn.Module, exclude: frozenset[str] | set[str] = frozenset()) -> str:
+    """sha256 over parameter names and values: identifies the exact base weights a small save builds on
+    (``exclude``: freshly initialised parameters, which the save holds itself)."""
     digest = hashlib.sha256()
     for name, tensor in sorted(module.state_dict().items()):
+        if name in exclude:
+            continue
         digest.update(name.encode())
         digest.update(tensor.detach().cpu().reshape(-1).view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
     return digest.hexdigest()

@@ -47,7 +47,7 @@ class Predictor:
         data = self.task.encode(split, with_labels=False)
         rows: list = [None] * len(data)
         for batch in eval_loader(data, self.task, batch_size):
-            outputs = self.model(**batch["inputs"]).float().numpy()
+            outputs = self.task.predict_step(self.model, batch).numpy()
             for index, row in zip(batch["index"].tolist(), outputs):
                 rows[index] = row[: data.lengths[index]] if self.task.outputs_per_token else row
         return self.task.format_predictions(rows, data)

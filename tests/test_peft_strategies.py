@@ -104,7 +104,7 @@ def test_lora_merge_keeps_the_logits(tmp_path, tiny_checkpoint):
         ({"name": "layer_mix", "encoder": "last_n"}, "strategy.n: encoder=last_n needs n"),
         ({"name": "bottleneck", "last_n": 0}, "strategy.last_n: must be 1 or more"),
         ({"name": "bottleneck", "placement": "parallel"}, "strategy.placement: expected 'houlsby' or 'pfeiffer'"),
-        ({"name": "lora", "target_modules": ["nonexistent"]}, r"strategy.target_modules=\['nonexistent'\]: not found in BertModel"),
+        ({"name": "lora", "target_modules": ["nonexistent"]}, r"strategy.target_modules=\['nonexistent'\]: not found in the encoder \(BertModel"),
     ],
 )
 def test_invalid_combinations_are_clear_errors(tmp_path, tiny_checkpoint, strategy, message):

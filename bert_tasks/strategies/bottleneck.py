@@ -23,9 +23,10 @@ from ..registry import STRATEGIES
 from .base import Strategy
 
 ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU, "tanh": nn.Tanh, "swish": nn.SiLU}
-# Output projections, by architecture family: BERT / RoBERTa / ELECTRA, then DistilBERT.
-ATTENTION_OUTPUT = ("attention.output.dense", "attention.out_lin")
-FEED_FORWARD_OUTPUT = ("output.dense", "ffn.lin2")
+# Output projections, by architecture family: BERT / RoBERTa / ELECTRA, DistilBERT, BART, T5
+# (T5 decoder blocks hold cross-attention as layer.1, so their feed-forward is layer.2).
+ATTENTION_OUTPUT = ("attention.output.dense", "attention.out_lin", "self_attn.out_proj", "layer.0.SelfAttention.o")
+FEED_FORWARD_OUTPUT = ("output.dense", "ffn.lin2", "fc2", "layer.2.DenseReluDense.wo", "layer.1.DenseReluDense.wo")
 
 
 @dataclass(frozen=True)
@@ -77,15 +78,24 @@ class Bottleneck(Strategy):
     label_keys = ("placement", "reduction_factor")
 
     def apply(self, model: TaskModel) -> None:
-        cfg = self.config
-        layers = encoder_layers(model.backbone)
-        count = len(layers) if cfg.last_n is None else cfg.last_n
-        if count > len(layers):
-            raise ConfigError(f"strategy.last_n={count}: the encoder has only {len(layers)} layers")
-        hidden = model.backbone.config.hidden_size
-        size = cfg.bottleneck_size or max(1, hidden // cfg.reduction_factor)
         model.backbone.requires_grad_(False)
         adapters = nn.ModuleDict()
+        for stack_name, stack in model.tunable_stacks():
+            self._adapt_stack(stack_name, stack, adapters)
+        model.add_module("adapters", adapters)
+        model.train_new_parts()
+
+    def _adapt_stack(self, stack_name: str, stack: nn.Module, adapters: nn.ModuleDict) -> None:
+        """Adapters in the (top ``last_n``) layers of one stack, named ``layer{i}_{site}`` for the
+        encoder and ``decoder_layer{i}_{site}`` for a decoder."""
+        cfg = self.config
+        layers = encoder_layers(stack)
+        count = len(layers) if cfg.last_n is None else cfg.last_n
+        if count > len(layers):
+            raise ConfigError(f"strategy.last_n={count}: the {stack_name} has only {len(layers)} layers")
+        hidden = stack.config.hidden_size
+        size = cfg.bottleneck_size or max(1, hidden // cfg.reduction_factor)
+        prefix = "" if stack_name == "encoder" else f"{stack_name}_"
         sites = [("ffn", FEED_FORWARD_OUTPUT)] + ([("attention", ATTENTION_OUTPUT)] if cfg.placement == "houlsby" else [])
         for index in range(len(layers) - count, len(layers)):
             layer = layers[index]
@@ -93,15 +103,13 @@ class Bottleneck(Strategy):
                 target = find_submodule(layer, candidates)
                 if target is None:
                     raise CheckpointError(
-                        f"strategy bottleneck: {type(model.backbone).__name__} layers have no {site} output projection "
-                        f"(looked for {', '.join(candidates)}); supported: BERT, RoBERTa, ELECTRA, DistilBERT-style encoders"
+                        f"strategy bottleneck: {type(stack).__name__} layers have no {site} output projection "
+                        f"(looked for {', '.join(candidates)}); supported: BERT, RoBERTa, ELECTRA, DistilBERT, BART, T5-style stacks"
                     )
                 adapter = BottleneckAdapter(hidden, size, cfg.activation, cfg.init_std)
-                adapters[f"layer{index}_{site}"] = adapter
+                adapters[f"{prefix}layer{index}_{site}"] = adapter
                 _adapt_output(target, adapter)
             if cfg.train_layernorm:
                 for module in layer.modules():
-                    if isinstance(module, nn.LayerNorm):
+                    if isinstance(module, nn.LayerNorm) or type(module).__name__.endswith("LayerNorm"):
                         module.requires_grad_(True)
-        model.add_module("adapters", adapters)
-        model.head.requires_grad_(True)

@@ -1,4 +1,4 @@
-"""Full fine-tuning and tuning only the top N encoder layers.
+"""Full fine-tuning and tuning only the top N layers of each stack.
 
 ``last_n`` with n = L (all layers) leaves only the embeddings frozen; n = 0 trains the
 head alone: a probe of frozen features (linear when pooling is 'mean'; the [CLS]
@@ -22,11 +22,11 @@ class FullConfig:
 
 @STRATEGIES.register("full", FullConfig)
 class Full(Strategy):
-    """Every parameter trains."""
+    """Every parameter trains (but an encoder the task keeps frozen)."""
 
     def apply(self, model: TaskModel) -> None:
-        for parameter in model.parameters():
-            parameter.requires_grad_(True)
+        model.requires_grad_(True)
+        model.train_new_parts()
 
 
 @dataclass(frozen=True)
@@ -41,16 +41,17 @@ class LastNConfig:
 
 @STRATEGIES.register("last_n", LastNConfig)
 class LastN(Strategy):
-    """Freeze the embeddings and the lower layers; the top ``n`` layers and the head train."""
+    """Freeze the embeddings and the lower layers; the top ``n`` layers (of the encoder, and of
+    the decoder of a seq2seq model) and the head train."""
 
     label_keys = ("n",)
 
     def apply(self, model: TaskModel) -> None:
-        layers = encoder_layers(model.backbone)
-        if self.config.n > len(layers):
-            raise ConfigError(f"strategy.n={self.config.n}: the encoder has only {len(layers)} layers")
         model.backbone.requires_grad_(False)
-        for layer in layers[len(layers) - self.config.n :]:
-            layer.requires_grad_(True)
-        model.features.requires_grad_(True)
-        model.head.requires_grad_(True)
+        for name, stack in model.tunable_stacks():
+            layers = encoder_layers(stack)
+            if self.config.n > len(layers):
+                raise ConfigError(f"strategy.n={self.config.n}: the {name} has only {len(layers)} layers")
+            for layer in layers[len(layers) - self.config.n :]:
+                layer.requires_grad_(True)
+        model.train_new_parts()

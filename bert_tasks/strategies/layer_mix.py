@@ -73,16 +73,19 @@ class LayerMix(Strategy):
     label_keys = ("encoder",)
 
     def apply(self, model: TaskModel) -> None:
-        layers = encoder_layers(model.backbone)
         cfg = self.config
-        if cfg.encoder == "last_n" and cfg.n > len(layers):
-            raise ConfigError(f"strategy.n={cfg.n}: the encoder has only {len(layers)} layers")
-        model.features = ScalarMix(len(layers) + 1)  # embeddings + every layer
-        model.backbone.requires_grad_(cfg.encoder == "full")
-        if cfg.encoder == "last_n":
-            for layer in layers[len(layers) - cfg.n :]:
-                layer.requires_grad_(True)
-        model.head.requires_grad_(True)
+        model.features = ScalarMix(len(encoder_layers(model.encoder)) + 1)  # embeddings + every encoder layer
+        model.backbone.requires_grad_(False)
+        for stack_name, stack in model.tunable_stacks():  # the policy applies to a decoder as well
+            layers = encoder_layers(stack)
+            if cfg.encoder == "full":
+                stack.requires_grad_(True)
+            elif cfg.encoder == "last_n":
+                if cfg.n > len(layers):
+                    raise ConfigError(f"strategy.n={cfg.n}: the {stack_name} has only {len(layers)} layers")
+                for layer in layers[len(layers) - cfg.n :]:
+                    layer.requires_grad_(True)
+        model.train_new_parts()
 
     def inspect(self, model: TaskModel) -> dict[str, Any]:
         mix: ScalarMix = model.features

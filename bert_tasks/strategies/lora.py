@@ -7,6 +7,7 @@ The head trains too. ``merge`` folds the update into W for export. Example::
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Optional
 
 import peft
 from torch import nn
@@ -23,13 +24,31 @@ class LoraConfig:
     r: int = 8  # rank of the update
     alpha: int = 16  # the update is scaled by alpha / r
     dropout: float = 0.1  # dropout on the LoRA branch's input
-    target_modules: list[str] = ("query", "value")  # module names (suffixes) that get an update
+    # module names (suffixes) that get an update; null: the attention query and value projections
+    # under whatever name the architecture uses (query/value, q_proj/v_proj, q/v, q_lin/v_lin)
+    target_modules: Optional[list[str]] = None
 
     def validate(self) -> None:
         if self.r < 1:
             raise ConfigError(f"strategy.r: must be 1 or more, got {self.r}")
-        if not self.target_modules:
-            raise ConfigError("strategy.target_modules: give at least one module name, e.g. [query, value]")
+        if self.target_modules is not None and not self.target_modules:
+            raise ConfigError("strategy.target_modules: give at least one module name, e.g. [query, value], or null for the default")
+
+
+QUERY_VALUE_NAMES = (("query", "value"), ("q_proj", "v_proj"), ("q", "v"), ("q_lin", "v_lin"))
+
+
+def linear_names(stack: nn.Module) -> list[str]:
+    return sorted({name.rsplit(".", 1)[-1] for name, module in stack.named_modules() if isinstance(module, nn.Linear)})
+
+
+def default_targets(stack: nn.Module) -> list[str]:
+    """The attention query and value projections of this architecture (Hu et al. adapt W_q and W_v)."""
+    present = set(linear_names(stack))
+    for names in QUERY_VALUE_NAMES:
+        if set(names) <= present:
+            return list(names)
+    raise ConfigError(f"strategy.target_modules: {type(stack).__name__} has no known query/value projections; name them (its linear layers: {', '.join(sorted(present))})")
 
 
 @STRATEGIES.register("lora", LoraConfig)
@@ -39,19 +58,21 @@ class Lora(Strategy):
 
     def apply(self, model: TaskModel) -> None:
         cfg = self.config
-        lora = peft.LoraConfig(r=cfg.r, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout, target_modules=list(cfg.target_modules), bias="none")
         model.backbone.requires_grad_(False)
-        try:
-            peft.inject_adapter_in_model(lora, model.backbone)
-        except ValueError as error:
-            names = sorted({name.rsplit(".", 1)[-1] for name, m in model.backbone.named_modules() if isinstance(m, nn.Linear)})
-            raise ConfigError(
-                f"strategy.target_modules={list(cfg.target_modules)}: not found in {type(model.backbone).__name__} "
-                f"(its linear layers are named {', '.join(names)}; {str(error).splitlines()[0][:80]})"
-            ) from None
+        for stack_name, stack in model.tunable_stacks():
+            targets = list(cfg.target_modules) if cfg.target_modules else default_targets(stack)
+            lora = peft.LoraConfig(r=cfg.r, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout, target_modules=targets, bias="none")
+            try:
+                peft.inject_adapter_in_model(lora, stack)
+            except ValueError as error:
+                raise ConfigError(
+                    f"strategy.target_modules={targets}: not found in the {stack_name} ({type(stack).__name__}; "
+                    f"its linear layers are named {', '.join(linear_names(stack))}; {str(error).splitlines()[0][:80]})"
+                ) from None
         for name, parameter in model.backbone.named_parameters():
-            parameter.requires_grad_("lora_" in name)
-        model.head.requires_grad_(True)
+            if "lora_" in name:
+                parameter.requires_grad_(True)
+        model.train_new_parts()
 
     def merge(self, model: TaskModel) -> None:
         """Fold every LoRA update into its base weight and remove the LoRA modules."""

@@ -9,11 +9,15 @@ from typing import Any, Iterable, Optional
 import numpy as np
 import torch
 from torch import nn
-from transformers import PretrainedConfig, PreTrainedTokenizerBase
+from transformers import AutoModel, PretrainedConfig, PreTrainedTokenizerBase
 
-from ..batching import EncodedDataset
-from ..config import DataConfig
+from ..backbone import load_backbone, take_pooler
+from ..batching import IGNORE_INDEX, EncodedDataset, pad_stack
+from ..config import DataConfig, ModelConfig
 from ..data import Split
+from ..model import TaskModel
+
+PAD_OUTPUT = -1e4  # fills outputs beyond a row's length: a logit that softmax ignores
 
 
 def head_dropout(backbone_config: PretrainedConfig, override: Optional[float]) -> float:
@@ -36,15 +40,19 @@ class Task(ABC):
     ``state_dict()`` saves that with the run so ``load_state_dict`` rebuilds the same
     task for prediction; ``encode`` turns a Split into rows of token ids (one example
     may become several rows, e.g. windows over a long sentence); ``collate`` pads a
-    batch; ``build_head`` makes the module on top of the encoder; ``loss`` trains it;
-    ``compute_metrics`` and ``format_predictions`` turn the head outputs of all rows
-    back into one answer per example.
+    batch; ``build_model`` puts the task's head (``build_head``) on the pretrained
+    network; ``loss`` trains it; ``predict_step`` gives each row's output at evaluation;
+    ``compute_metrics`` and ``format_predictions`` turn the outputs of all rows back
+    into one answer per example.
     """
 
     registered_name: str = ""
     # True when the head gives one output per token ([batch, seq, ...]): evaluation then
     # pads across processes and trims each row to its own length.
     outputs_per_token: bool = False
+    # True when rows' outputs differ in length for another reason (e.g. generated text): evaluation
+    # pads them across processes with PAD_OUTPUT and the task strips that itself.
+    outputs_vary_in_length: bool = False
 
     def __init__(self, config: Any, data: DataConfig, tokenizer: PreTrainedTokenizerBase) -> None:
         self.config = config
@@ -76,9 +84,19 @@ class Task(ABC):
         """Pad a list of encoded examples into ``{'inputs': {...}, 'labels': ..., 'index': ...}``."""
 
     # -- the model on top of the encoder ----------------------------------------
-    @abstractmethod
+    def build_model(self, model: ModelConfig, network_config: Optional[PretrainedConfig] = None) -> TaskModel:
+        """The pretrained encoder (``AutoModel``) with this task's head on top. With ``network_config``
+        the encoder is built empty from it (the caller loads trained weights next)."""
+        if network_config is None:
+            backbone = load_backbone(model.checkpoint, model.revision, model.dropout)
+        else:
+            backbone = AutoModel.from_config(network_config)
+        pooler = take_pooler(backbone)
+        return TaskModel(backbone, self.build_head(backbone.config, pooler))
+
     def build_head(self, backbone_config: PretrainedConfig, pooler: Optional[nn.Module]) -> nn.Module:
         """The head: called as ``head(hidden_states, attention_mask)``."""
+        raise NotImplementedError(f"task {self.registered_name!r} builds its whole model in build_model")
 
     @abstractmethod
     def loss(self, outputs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -89,6 +107,16 @@ class Task(ABC):
         processes, so the gradient is the same on 1 or N processes even when items per row vary."""
         count = torch.tensor(float(labels.shape[0]), device=labels.device)
         return self.loss(outputs, labels) * count, count
+
+    def predict_step(self, model: TaskModel, batch: dict[str, Any]) -> torch.Tensor:
+        """Each row's output at evaluation and prediction: the head's output in float32.
+        Shape: [batch, ...] (or [batch, seq, ...] per token)"""
+        return model(**batch["inputs"]).float()
+
+    def evaluation_loss(self, outputs: list[np.ndarray], data: EncodedDataset) -> float:
+        """The loss over every evaluated row, from ``predict_step`` outputs and the rows' labels."""
+        labels = [np.asarray(label) for label in data.columns["labels"]]
+        return float(self.loss(torch.from_numpy(pad_stack(outputs, PAD_OUTPUT)), torch.from_numpy(pad_stack(labels, IGNORE_INDEX))))
 
     # -- outputs to answers ----------------------------------------------------
     @property
