@@ -46,8 +46,16 @@ class TaskModel(nn.Module):
         self.head = head
         # not registered again: these are parts of ``backbone``
         self._decoder = [decoder] if decoder is not None else []
-        self.new_parameters = tuple(new_parameters)  # names (as in named_parameters) initialised fresh
+        # Freshly initialised parameters, kept by identity: a strategy may move them (peft wraps a
+        # layer as ``base_layer``), which changes their names but not the tensors.
+        named = dict(self.named_parameters())
+        self._fresh = {id(named[name]) for name in new_parameters}
         self.encoder_trains = encoder_trains
+
+    @property
+    def new_parameters(self) -> tuple[str, ...]:
+        """Current names of the parameters the task initialised fresh (e.g. new cross-attention)."""
+        return tuple(name for name, parameter in self.named_parameters() if id(parameter) in self._fresh)
 
     @property
     def encoder(self) -> nn.Module:
@@ -69,9 +77,8 @@ class TaskModel(nn.Module):
         self.head.requires_grad_(True)
         if not self.encoder_trains:
             self.encoder.requires_grad_(False)
-        fresh = set(self.new_parameters)
-        for name, parameter in self.named_parameters():
-            if name in fresh:
+        for parameter in self.parameters():
+            if id(parameter) in self._fresh:
                 parameter.requires_grad_(True)
 
     def encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, **inputs: torch.Tensor) -> torch.Tensor:

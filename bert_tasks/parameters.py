@@ -51,10 +51,11 @@ def parameter_report(model: nn.Module) -> dict:
 
 
 def format_report(report: dict) -> str:
-    lines = [f"{'group':<12}{'parameters':>13}{'trainable':>13}"]
+    width = max(12, *(len(group) + 2 for group in report["groups"]))
+    lines = [f"{'group':<{width}}{'parameters':>13}{'trainable':>13}"]
     for group, entry in report["groups"].items():
-        lines.append(f"{group:<12}{entry['total']:>13,}{entry['trainable']:>13,}")
-    lines.append(f"{'total':<12}{report['total']:>13,}{report['trainable']:>13,}  ({report['trainable_percent']:.2f}% trainable)")
+        lines.append(f"{group:<{width}}{entry['total']:>13,}{entry['trainable']:>13,}")
+    lines.append(f"{'total':<{width}}{report['total']:>13,}{report['trainable']:>13,}  ({report['trainable_percent']:.2f}% trainable)")
     return "\n".join(lines)
 
 

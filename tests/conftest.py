@@ -202,5 +202,45 @@ def tiny_recipe(checkpoint: Path, run_root: Path, **sections) -> dict:
         "output": {"dir": str(run_root), "name": "run"},
     }
     for section, values in sections.items():
+        if section == "task" and values.get("name", "classification") != "classification":
+            recipe["task"] = {}  # another task: the classification defaults do not apply
         recipe.setdefault(section, {}).update(values)
     return recipe
+
+
+def make_tiny_seq2seq_checkpoint(path: Path, family: str) -> Path:
+    """A tiny native encoder-decoder (t5 or bart) beside the tiny WordPiece tokenizer ([SEP] ends, [PAD] pads)."""
+    from transformers import BartConfig, BartForConditionalGeneration, T5Config, T5ForConditionalGeneration
+
+    path.mkdir(parents=True, exist_ok=True)
+    vocab = tiny_vocab()
+    BertTokenizerFast(vocab={token: i for i, token in enumerate(vocab)}, do_lower_case=True).save_pretrained(str(path))
+    torch.manual_seed(0)
+    if family == "t5":
+        config = T5Config(vocab_size=len(vocab), d_model=32, d_kv=8, d_ff=37, num_layers=2, num_decoder_layers=2, num_heads=4,
+                          pad_token_id=0, eos_token_id=3, decoder_start_token_id=0)
+        T5ForConditionalGeneration(config).save_pretrained(str(path))
+    else:
+        config = BartConfig(vocab_size=len(vocab), d_model=32, encoder_layers=2, decoder_layers=2, encoder_attention_heads=4,
+                            decoder_attention_heads=4, encoder_ffn_dim=37, decoder_ffn_dim=37, max_position_embeddings=128,
+                            pad_token_id=0, bos_token_id=2, eos_token_id=3, decoder_start_token_id=3, forced_eos_token_id=None)
+        BartForConditionalGeneration(config).save_pretrained(str(path))
+    return path
+
+
+def make_seq2seq_files(directory: Path, train: int = 96, validation: int = 24) -> dict[str, Path]:
+    """Demo reviews as sources; the target is the review's first four words and its sentiment (learnable by copying)."""
+    with (DEMO_DATA / "train.csv").open() as handle:
+        rows = [row for row in csv.DictReader(handle)]
+    examples = [{"dialogue": row["text"].lower(), "summary": " ".join(row["text"].lower().split()[:4] + [row["label"]])} for row in rows]
+    return {
+        "train": write_csv(directory / "s2s_train.csv", examples[:train]),
+        "validation": write_csv(directory / "s2s_valid.csv", examples[train : train + validation]),
+    }
+
+
+def seq2seq_recipe_sections(files: dict[str, Path], **task) -> dict:
+    return {
+        "task": {"name": "seq2seq", "max_source_length": 32, "max_target_length": 24, "max_new_tokens": 24, **task},
+        "data": {"dataset": None, "train": str(files["train"]), "validation": str(files["validation"]), "text_column": "dialogue", "label_column": "summary"},
+    }

@@ -9,7 +9,7 @@ import re
 
 import pytest
 import torch
-from conftest import make_ner_files, make_qa_files, ner_recipe_sections, qa_recipe_sections, tiny_recipe
+from conftest import make_ner_files, make_qa_files, make_seq2seq_files, ner_recipe_sections, qa_recipe_sections, seq2seq_recipe_sections, tiny_recipe
 
 from bert_tasks.assembly import assemble
 from bert_tasks.config import load_config
@@ -22,6 +22,7 @@ TASK_CASES = {
     "classification": lambda folder: {"task": {"name": "classification", "max_length": 32}},
     "tagging": lambda folder: ner_recipe_sections(make_ner_files(folder)),
     "span_qa": lambda folder: qa_recipe_sections(make_qa_files(folder, unanswerable=0.2), version_2=True),
+    "seq2seq": lambda folder: seq2seq_recipe_sections(make_seq2seq_files(folder)),
 }
 
 HEAD = r"head\..*"
@@ -39,17 +40,36 @@ STRATEGY_CASES = {
     "layer_mix-last1": ({"name": "layer_mix", "encoder": "last_n", "n": 1}, rf"features\..*|backbone\.encoder\.layer\.3\..*|{HEAD}"),
     "lora": ({"name": "lora", "r": 4}, rf"backbone\.encoder\.layer\.[0-3]\.attention\.self\.(query|value)\.lora_[AB]\.default\.weight|{HEAD}"),
 }
+
+# BERT2BERT: the same strategies reach into both stacks; what the warm start adds (cross-attention,
+# the LM head's transform and bias) always trains, and the task has no separate head.
+ENCODER, DECODER = r"backbone\.encoder\.encoder\.layer", r"backbone\.decoder\.bert\.encoder\.layer"
+FRESH = rf"{DECODER}\.[0-3]\.crossattention\..*|backbone\.decoder\.cls\.predictions\..*"
+STACK_NORMS = rf"({ENCODER}|{DECODER})\.[0-3]\.(attention\.output|output)\.LayerNorm\..*"
+SEQ2SEQ_TRAINABLE = {
+    "full": r".*",
+    "last_n": rf"({ENCODER}|{DECODER})\.[23]\..*|{FRESH}",
+    "last_n-0 (head only)": FRESH,
+    "bottleneck": rf"adapters\.(decoder_)?layer[0-3]_(ffn|attention)\..*|{STACK_NORMS}|{FRESH}",
+    "bottleneck-pfeiffer-top2": rf"adapters\.(decoder_)?layer[23]_ffn\..*|{FRESH}",
+    "layer_mix": rf"features\.(weights|gamma)|{FRESH}",
+    "layer_mix-last1": rf"features\..*|({ENCODER}|{DECODER})\.3\..*|{FRESH}",
+    "lora": rf"({ENCODER}|{DECODER})\.[0-3]\.(attention|crossattention)\.self\.(query|value)\.lora_[AB]\.default\.weight|{FRESH}",
+}
 CASES = [(task, label) for task in TASK_CASES for label in STRATEGY_CASES]
 
 
 def test_every_registered_plugin_is_in_the_matrix():
     assert set(TASKS.names()) <= set(TASK_CASES), "add the new task to TASK_CASES"
+    assert set(SEQ2SEQ_TRAINABLE) == set(STRATEGY_CASES), "add the new strategy to SEQ2SEQ_TRAINABLE"
     assert set(STRATEGIES.names()) <= {case[0]["name"] for case in STRATEGY_CASES.values()}, "add the new strategy to STRATEGY_CASES"
 
 
 @pytest.mark.parametrize("task, label", CASES, ids=[f"{t}-{s}" for t, s in CASES])
 def test_task_strategy(tmp_path, tiny_checkpoint, task, label):
     strategy, trainable_pattern = STRATEGY_CASES[label]
+    if task == "seq2seq":
+        trainable_pattern = SEQ2SEQ_TRAINABLE[label]
     config = load_config(tiny_recipe(tiny_checkpoint, tmp_path, strategy=strategy, **TASK_CASES[task](tmp_path)))
     assembly, splits = assemble(config)
     model = assembly.model
@@ -58,7 +78,7 @@ def test_task_strategy(tmp_path, tiny_checkpoint, task, label):
     names = {name: p.requires_grad for name, p in model.named_parameters()}
     expected = {name for name in names if re.fullmatch(trainable_pattern, name)}
     assert {name for name, trains in names.items() if trains} == expected
-    assert expected and any(name.startswith("head.") for name in expected)
+    assert expected and (task == "seq2seq" or any(name.startswith("head.") for name in expected))
 
     # forward and backward; frozen parameters stay bit-identical over optimiser steps
     frozen = {n: p.detach().clone() for n, p in model.named_parameters() if not p.requires_grad}

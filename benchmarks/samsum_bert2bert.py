@@ -1,0 +1,89 @@
+"""SAMSum dialogue summarisation with BERT2BERT warm-started from the default checkpoint:
+encoder frozen vs trained jointly, beside the "first line of the dialogue" baseline.
+
+The agreed split of the shared SAMSum validation file: its first 700 rows train, the last
+118 evaluate. Both runs use recipes/samsum_bert2bert.yaml (beam 4, no repeated trigrams,
+label smoothing 0.1); only the encoder policy and the learning rate differ.
+
+    python benchmarks/samsum_bert2bert.py [--epochs 8] [--only joint|frozen] [--out runs/samsum]
+
+Prints ROUGE-1/2/L/Lsum, BLEU and mean length per system, the first and last training loss,
+how many distinct summaries each run generated, and three sample outputs.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+SAMSUM = ROOT.parent / "shared" / "data" / "samsum" / "samsum-validation.csv"
+sys.path.insert(0, str(ROOT))
+
+import bert_tasks  # noqa: E402
+from bert_tasks.generation_metrics import bleu, rouge  # noqa: E402
+
+RUNS = {  # name -> overrides
+    "joint": ["task.freeze_encoder=false", "train.learning_rate=2e-4"],
+    "frozen": ["task.freeze_encoder=true", "train.learning_rate=4e-4"],
+}
+
+
+def first_line(dialogue: str) -> str:
+    """The baseline: the dialogue's first utterance ("Name: text"), as a lead-1 summary."""
+    return next((line.strip() for line in dialogue.splitlines() if line.strip()), "")
+
+
+def scores(predictions: list[str], references: list[str]) -> dict[str, float]:
+    lengths = [len(p.split()) for p in predictions]
+    return {**rouge(predictions, references), "bleu": bleu(predictions, references), "words": sum(lengths) / len(lengths)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--epochs", type=float, default=8)
+    parser.add_argument("--only", choices=sorted(RUNS))
+    parser.add_argument("--out", default=str(ROOT / "runs" / "samsum"))
+    args = parser.parse_args()
+    if not SAMSUM.is_file():
+        sys.exit(f"{SAMSUM}: not found (the shared SAMSum file); nothing to run")
+    with SAMSUM.open(newline="") as handle:
+        evaluation = list(csv.DictReader(handle))[700:]
+    references = [row["summary"] for row in evaluation]
+    table = {"first line": scores([first_line(row["dialogue"]) for row in evaluation], references)}
+    samples = {}
+    for name, overrides in RUNS.items():
+        if args.only and name != args.only:
+            continue
+        config = bert_tasks.load_config("samsum_bert2bert", [
+            "data.dataset=null", f"data.train={SAMSUM}[:700]", f"data.validation={SAMSUM}[700:]",
+            f"train.epochs={args.epochs}", f"output.dir={args.out}", f"output.name={name}", "output.overwrite=true", *overrides,
+        ])
+        summary = bert_tasks.train(config)
+        run_dir = Path(args.out) / name
+        losses = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+        train_losses = [e["loss"] for e in losses if e["event"] == "train"]
+        predictions = [row["generated_text"] for row in bert_tasks.load(run_dir).predict([r["dialogue"] for r in evaluation], batch_size=32)]
+        table[f"bert2bert {name}"] = {**scores(predictions, references), "distinct": len(set(predictions)),
+                                      "loss first/last": f"{train_losses[0]:.2f}/{train_losses[-1]:.2f}",
+                                      "train s": round(summary.train_seconds)}
+        samples[name] = predictions
+
+    print(f"\nSAMSum, last 118 rows of the validation file (trained on the first 700), {args.epochs:g} epochs")
+    columns = ["rouge1", "rouge2", "rougeL", "rougeLsum", "bleu", "words", "distinct", "loss first/last", "train s"]
+    print(f"{'system':<18}" + "".join(f"{c:>16}" for c in columns))
+    for system, row in table.items():
+        cells = [row.get(c, "") for c in columns]
+        print(f"{system:<18}" + "".join(f"{c:>16.2f}" if isinstance(c, float) else f"{c!s:>16}" for c in cells))
+    for index in (0, 1, 2):
+        print(f"\n--- example {index + 1} (row {700 + index + 2} of the file) ---")
+        print("reference :", references[index])
+        print("first line:", first_line(evaluation[index]["dialogue"]))
+        for name, predictions in samples.items():
+            print(f"{name:<10}:", predictions[index])
+
+
+if __name__ == "__main__":
+    main()
