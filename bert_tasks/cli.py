@@ -1,4 +1,4 @@
-"""bert-tasks train | evaluate | predict | inspect | recipes | report.
+"""bert-tasks train | evaluate | predict | compare | publish | inspect | recipes | report.
 
 Errors in the user's input print as one line on stderr with exit status 2.
 """
@@ -62,6 +62,23 @@ def _cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_compare(args: argparse.Namespace) -> int:
+    from .comparison import compare
+
+    compare(args.recipe, args.overrides)
+    return 0
+
+
+def _cmd_publish(args: argparse.Namespace) -> int:
+    from .publishing import publish
+
+    export = publish(Path(args.run_dir), Path(args.out), license=args.license, push=args.push, private=args.private)
+    print(f"published {args.run_dir} -> {export.folder} ({export.format} format: {export.reason})")
+    if args.push:
+        print(f"pushed to https://huggingface.co/{args.push}")
+    return 0
+
+
 def _cmd_inspect(args: argparse.Namespace) -> int:
     from .parameters import format_report, parameter_report
     from .rundir import load_trained, weights_size
@@ -101,6 +118,19 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--output", required=True, help="one JSON object per input row (label and scores, tags, ...); CoNLL input gives CoNLL output with a predicted column")
     predict.add_argument("--batch-size", type=int, default=64)
     predict.set_defaults(run=_cmd_predict)
+
+    compare = commands.add_parser("compare", help="strategies side by side over learning rates and seeds: bert-tasks compare RECIPE [key=value ...]")
+    compare.add_argument("recipe", help="a comparison recipe (a training recipe with a 'compare' section), e.g. compare/demo")
+    compare.add_argument("overrides", nargs="*", help="overrides of the recipe or of compare.*, e.g. compare.seeds=[1] train.epochs=1")
+    compare.set_defaults(run=_cmd_compare)
+
+    publish = commands.add_parser("publish", help="a Hub-ready folder (weights, tokenizer, model card): bert-tasks publish RUN_DIR --out DIR [--push REPO_ID]")
+    publish.add_argument("run_dir")
+    publish.add_argument("--out", required=True, help="a new (or empty) folder")
+    publish.add_argument("--license", default="apache-2.0", help="the card's license (the default checkpoint is apache-2.0; mind your data's terms)")
+    publish.add_argument("--push", metavar="REPO_ID", help="also upload to this Hub repository with your token (HF_TOKEN or huggingface-cli login)")
+    publish.add_argument("--private", action="store_true", help="with --push: create the repository as private")
+    publish.set_defaults(run=_cmd_publish)
 
     recipes = commands.add_parser("recipes", help="list the bundled recipes")
     recipes.set_defaults(run=_cmd_recipes)

@@ -268,6 +268,12 @@ def config_from_dict(tree: dict[str, Any], recipe: str = "run") -> RunConfig:
 
 def load_config(recipe: str | Path | dict[str, Any], overrides: list[str] | tuple[str, ...] = ()) -> RunConfig:
     """Load a YAML recipe (path, or a recipe name under ``recipes/``) and apply overrides."""
+    tree, name = load_recipe_tree(recipe, overrides)
+    return config_from_dict(tree, recipe=name)
+
+
+def load_recipe_tree(recipe: str | Path | dict[str, Any], overrides: list[str] | tuple[str, ...] = ()) -> tuple[dict[str, Any], str]:
+    """The recipe as a plain mapping with overrides applied (not yet checked), and its name."""
     if isinstance(recipe, dict):
         tree, name = dict(recipe), str(recipe.get("recipe", "run"))
     else:
@@ -278,11 +284,13 @@ def load_config(recipe: str | Path | dict[str, Any], overrides: list[str] | tupl
             mark = getattr(error, "problem_mark", None)
             where = f" line {mark.line + 1}" if mark else ""
             raise ConfigError(f"{path}{where}: not valid YAML ({getattr(error, 'problem', error)})") from None
+        if not isinstance(tree, dict):
+            raise ConfigError(f"{path}: expected a mapping of sections, got {type(tree).__name__}")
         name = path.stem
     tree = _deep_copy(tree)
     for key, value in parse_overrides(list(overrides)):
         _set_dotted(tree, key, value)
-    return config_from_dict(tree, recipe=name)
+    return tree, name
 
 
 def _deep_copy(tree: Any) -> Any:

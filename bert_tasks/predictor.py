@@ -54,6 +54,8 @@ class Predictor:
 
 
 def load(run_dir: Union[str, Path]) -> Predictor:
-    """Load the best model of a finished run directory."""
-    config, assembly = load_trained(Path(run_dir))
+    """Load the best model of a finished run directory, or a folder written by ``bert-tasks publish``."""
+    from .publishing import is_published, load_published
+
+    config, assembly = load_published(Path(run_dir)) if is_published(Path(run_dir)) else load_trained(Path(run_dir))
     return Predictor(config, assembly)

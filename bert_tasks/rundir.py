@@ -94,25 +94,32 @@ def load_trained(run_dir: Path, config: RunConfig | None = None) -> tuple[RunCon
     task = build_task(config, tokenizer)
     task.load_state_dict(json.loads((run_dir / TASK_FILE).read_text()))
     if small:
-        base = json.loads((best / BASE_FILE).read_text())
-        assembly = build_model(config, task, tokenizer)  # the pretrained base, as in training
-        if assembly.base_hash != base["sha256"]:
-            raise BertTasksError(
-                f"{weights}: trained on checkpoint {base['checkpoint']!r} with sha256 {base['sha256'][:12]}..., "
-                f"but that checkpoint now has sha256 {str(assembly.base_hash)[:12]}... (the base weights changed)"
-            )
-        state = load_file(str(weights))
-        known = dict(assembly.model.named_parameters())
-        unknown = sorted(set(state) - set(known))
-        if unknown:
-            raise BertTasksError(f"{weights}: weights {unknown[:3]} do not exist in the rebuilt model (strategy changed?)")
-        assembly.model.load_state_dict(state, strict=False)
+        assembly = rebuild_small_save(config, task, tokenizer, best)
     else:
         backbone_config = AutoConfig.from_pretrained(str(best))
         assembly = build_model(config, task, tokenizer, backbone_config)
         load_model(assembly.model, str(weights))
     assembly.model.eval()
     return config, assembly
+
+
+def rebuild_small_save(config: RunConfig, task: Any, tokenizer: Any, folder: Path) -> Assembly:
+    """The pretrained base (checked against the saved hash) plus the trained weights of a small save in ``folder``."""
+    weights = folder / TRAINED_FILE
+    base = json.loads((folder / BASE_FILE).read_text())
+    assembly = build_model(config, task, tokenizer)  # the pretrained base, as in training
+    if assembly.base_hash != base["sha256"]:
+        raise BertTasksError(
+            f"{weights}: trained on checkpoint {base['checkpoint']!r} with sha256 {base['sha256'][:12]}..., "
+            f"but that checkpoint now has sha256 {str(assembly.base_hash)[:12]}... (the base weights changed)"
+        )
+    state = load_file(str(weights))
+    known = dict(assembly.model.named_parameters())
+    unknown = sorted(set(state) - set(known))
+    if unknown:
+        raise BertTasksError(f"{weights}: weights {unknown[:3]} do not exist in the rebuilt model (strategy changed?)")
+    assembly.model.load_state_dict(state, strict=False)
+    return assembly
 
 
 def weights_size(run_dir: Path) -> int:

@@ -34,3 +34,13 @@ def make_accelerator(train: TrainConfig, run_dir: Optional[Path] = None) -> Acce
 
 def has_accelerator_device() -> bool:
     return torch.cuda.is_available() or is_mps_available() or is_xpu_available() or is_npu_available()
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    """Peak memory of this process so far: allocated CUDA memory on a GPU, else the resident set
+    (what the operating system had to give the whole process: weights, optimiser state, activations, data)."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Optional
 
@@ -25,16 +25,23 @@ class RunSummary:
     steps: int = 0
     processes: int = 1
     checkpoint_bytes: int = 0  # size of the best checkpoint's weights on disk
+    peak_memory_mb: float = 0.0  # peak of the training process (GPU: allocated CUDA memory; CPU: resident set)
+    learning_rate: float = 0.0
+    seed: int = 0
 
     @classmethod
-    def create(cls, config: RunConfig, strategy: str, best_metric: str, state: Any, trainable: int, total: int, processes: int, checkpoint_bytes: int) -> "RunSummary":
+    def create(
+        cls, config: RunConfig, strategy: str, best_metric: str, state: Any, trainable: int, total: int, processes: int, checkpoint_bytes: int,
+        peak_memory_mb: float = 0.0,
+    ) -> "RunSummary":
         seconds = state.train_seconds
         return cls(
             run_dir=str(config.run_dir), task=config.task.name, strategy=strategy, best_metric=best_metric,
             best_value=state.best_value, best_step=state.best_step, eval=dict(state.best_metrics),
             trainable_parameters=trainable, total_parameters=total, train_seconds=round(seconds, 2),
             train_samples_per_second=round(state.samples_seen / seconds, 2) if seconds > 0 else 0.0,
-            steps=state.global_step, processes=processes, checkpoint_bytes=checkpoint_bytes,
+            steps=state.global_step, processes=processes, checkpoint_bytes=checkpoint_bytes, peak_memory_mb=round(peak_memory_mb, 1),
+            learning_rate=config.train.learning_rate, seed=config.train.seed,
         )
 
     @property
@@ -51,18 +58,19 @@ class RunSummary:
             from .errors import BertTasksError
 
             raise BertTasksError(f"{run_dir}: no summary.json (not a finished run)")
-        return cls(**json.loads(path.read_text()))
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in json.loads(path.read_text()).items() if k in known})
 
 
 def format_table(summaries: list[RunSummary]) -> str:
     """A plain-text table: one row per run."""
-    header = ["run", "strategy", "metric", "value", "trainable", "% of total", "train s", "samples/s", "size MB"]
+    header = ["run", "strategy", "metric", "value", "trainable", "% of total", "train s", "samples/s", "peak MB", "size MB"]
     rows = [
         [
             Path(s.run_dir).name, s.strategy, s.best_metric,
             "-" if s.best_value is None else f"{s.best_value:.4f}",
             f"{s.trainable_parameters:,}", f"{s.trainable_percent:.2f}%", f"{s.train_seconds:.1f}", f"{s.train_samples_per_second:.1f}",
-            f"{s.checkpoint_bytes / 1e6:.2f}",
+            f"{s.peak_memory_mb:.0f}", f"{s.checkpoint_bytes / 1e6:.2f}",
         ]
         for s in summaries
     ]

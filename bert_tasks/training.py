@@ -30,7 +30,7 @@ from .metrics import greater_is_better
 from .optim import make_optimizer
 from .parameters import format_report, parameter_report
 from .rundir import BEST_DIR, CHECKPOINTS_DIR, PARAMETERS_FILE, SUMMARY_FILE, append_metrics, load_trained, save_weights, weights_size, write_run_files
-from .runtime import make_accelerator
+from .runtime import make_accelerator, peak_memory_mb
 from .strategies.base import Strategy
 from .summary import RunSummary
 
@@ -199,7 +199,8 @@ def train(config: RunConfig) -> RunSummary:
         save_checkpoint(accelerator, run_dir, state.global_step, tc.keep_checkpoints)
     accelerator.wait_for_everyone()
     summary = RunSummary.create(
-        config, assembly.strategy.describe(), best_metric, state, trainable, total, accelerator.num_processes, weights_size(run_dir)
+        config, assembly.strategy.describe(), best_metric, state, trainable, total, accelerator.num_processes, weights_size(run_dir),
+        peak_memory_mb(accelerator.device),
     )
     if main:
         summary.save(run_dir)

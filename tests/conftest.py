@@ -229,13 +229,14 @@ def make_tiny_seq2seq_checkpoint(path: Path, family: str) -> Path:
 
 
 def make_seq2seq_files(directory: Path, train: int = 96, validation: int = 24) -> dict[str, Path]:
-    """Demo reviews as sources; the target is the review's first four words and its sentiment (learnable by copying)."""
+    """Demo reviews as sources; the target is the review's first four words and its sentiment (learnable by copying).
+    Training rows are csv, validation rows jsonl: both readers feed the task."""
     with (DEMO_DATA / "train.csv").open() as handle:
         rows = [row for row in csv.DictReader(handle)]
     examples = [{"dialogue": row["text"].lower(), "summary": " ".join(row["text"].lower().split()[:4] + [row["label"]])} for row in rows]
     return {
         "train": write_csv(directory / "s2s_train.csv", examples[:train]),
-        "validation": write_csv(directory / "s2s_valid.csv", examples[train : train + validation]),
+        "validation": write_jsonl(directory / "s2s_valid.jsonl", examples[train : train + validation]),
     }
 
 

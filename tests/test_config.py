@@ -11,9 +11,15 @@ from bert_tasks.errors import ConfigError
 
 def test_every_bundled_recipe_parses():
     recipes = list_recipes()
-    assert len(recipes) >= 12  # demo + 8 GLUE tasks + conll2003 + squad, squad_v2
-    tasks = {"conll2003": "tagging", "squad": "span_qa", "squad_v2": "span_qa"}
+    assert len(recipes) >= 16  # demo + 8 GLUE tasks + conll2003 + squad, squad_v2 + samsum + 3 comparisons
+    tasks = {"conll2003": "tagging", "squad": "span_qa", "squad_v2": "span_qa", "samsum_bert2bert": "seq2seq"}
     for path in recipes:
+        if path.parent.name == "compare":
+            from bert_tasks.comparison import load_comparison
+
+            comparison = load_comparison(path)  # builds (and so checks) every cell's run config
+            assert len({c.label for c in comparison.cells}) == len(comparison.config.strategies)
+            continue
         config = load_config(path)
         assert config.task.name == tasks.get(path.stem, "classification")
         assert config.train.learning_rate > 0

@@ -1,0 +1,188 @@
+"""``bert-tasks compare RECIPE``: strategies side by side, each over its own learning-rate grid and seeds.
+
+A comparison recipe is a training recipe (or ``base: <recipe>`` plus changes to it) with a
+``compare`` section::
+
+    base: glue/sst2
+    compare:
+      seeds: [1, 2]
+      strategies:
+        - {name: full, learning_rates: [2e-5, 5e-5]}
+        - {name: last_n, n: 2, learning_rates: [1e-4, 3e-4]}
+        - {name: bottleneck, reduction_factor: 16}        # no grid: the default grid of its kind
+
+Every (strategy, learning rate, seed) cell is an ordinary run in its own process (so peak
+memory is the cell's own) under ``OUTPUT/cells/``. Finished cells are skipped and
+interrupted ones resume from their last checkpoint, so re-running the command continues a
+comparison. The report (``comparison_report``) picks each strategy's best learning rate by
+its mean over seeds.
+"""
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import yaml
+
+from .config import _deep_copy, build_dataclass, config_from_dict, load_recipe_tree, parse_overrides
+from .errors import BertTasksError, ConfigError
+from .registry import STRATEGIES
+from .rundir import CHECKPOINTS_DIR, SUMMARY_FILE
+
+# Adapters, LoRA and layer mixing need far higher rates than tuning pretrained weights does.
+DEFAULT_GRIDS: dict[str, list[float]] = {
+    "full": [2e-5, 5e-5, 1e-4],
+    "last_n": [5e-5, 1e-4, 3e-4],
+    "bottleneck": [3e-4, 1e-3, 3e-3],
+    "layer_mix": [3e-4, 1e-3, 3e-3],
+    "lora": [3e-4, 1e-3, 3e-3],
+}
+
+
+@dataclass(frozen=True)
+class CompareConfig:
+    strategies: list[dict[str, Any]] = field(default_factory=list)  # strategy sections, each may add learning_rates
+    seeds: list[int] = field(default_factory=lambda: [1, 2])
+    name: Optional[str] = None  # folder under output.dir; None: '<recipe name>'
+    metric: Optional[str] = None  # None: the task's main metric (train.best_metric if set)
+
+    def validate(self) -> None:
+        if not self.strategies:
+            raise ConfigError("compare.strategies: list at least one strategy, e.g. [{name: full}, {name: lora}]")
+        if not self.seeds:
+            raise ConfigError("compare.seeds: give at least one seed")
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One run of a comparison: a strategy at one learning rate and seed."""
+
+    label: str  # the strategy as tables show it, e.g. 'last_n:n=2'
+    family: str  # the strategy's registered name
+    strategy: dict[str, Any]
+    learning_rate: float
+    seed: int
+
+    @property
+    def folder(self) -> str:
+        return f"{_slug(self.label)}/lr{self.learning_rate:g}-seed{self.seed}"
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.=-]+", "_", text.replace(":", "-").replace(",", "_"))
+
+
+@dataclass
+class Comparison:
+    """A comparison recipe, resolved: the shared run tree, its cells and where they go."""
+
+    tree: dict[str, Any]  # the training recipe every cell starts from (without 'compare')
+    config: CompareConfig
+    cells: list[Cell]
+    root: Path
+
+    def run_dir(self, cell: Cell) -> Path:
+        return self.root / "cells" / cell.folder
+
+
+def load_comparison(recipe: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Comparison:
+    """Read a comparison recipe; every cell's run config is built (and so checked) before anything runs."""
+    tree, name = load_recipe_tree(recipe)
+    base = tree.pop("base", None)
+    if base is not None:
+        base_tree, _ = load_recipe_tree(str(base))
+        tree = _merge(base_tree, tree)
+    for key, value in parse_overrides(list(overrides)):  # after the merge, so they win over base and recipe
+        node = tree
+        *parents, last = key.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[last] = value
+    compare = build_dataclass(CompareConfig, tree.pop("compare", None) or {}, "compare")
+    tree.pop("strategy", None)  # each cell names its own
+    cells = []
+    for number, section in enumerate(compare.strategies, start=1):
+        if not isinstance(section, dict) or "name" not in section:
+            raise ConfigError(f"compare.strategies[{number}]: expected a mapping with a strategy name, got {section!r}")
+        section = dict(section)
+        rates = section.pop("learning_rates", None) or DEFAULT_GRIDS.get(str(section["name"]))
+        if not rates:
+            raise ConfigError(f"compare.strategies[{number}]: give learning_rates for strategy {section['name']!r}")
+        strategy = STRATEGIES.build(config_from_dict({**_deep_copy(tree), "strategy": section}, recipe=name).strategy)
+        for rate in rates:
+            for seed in compare.seeds:
+                cells.append(Cell(strategy.describe(), str(section["name"]), section, float(rate), int(seed)))
+    labels = [c.label for c in cells]
+    if len({(c.label, c.learning_rate, c.seed) for c in cells}) != len(cells):
+        raise ConfigError(f"compare.strategies: two entries describe the same strategy ({', '.join(sorted(set(labels)))})")
+    output = config_from_dict({**_deep_copy(tree), "strategy": cells[0].strategy}, recipe=name).output
+    root = Path(output.dir) / (compare.name or name)
+    return Comparison(tree, compare, cells, root)
+
+
+def _merge(base: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
+    out = _deep_copy(base)
+    for key, value in changes.items():
+        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else _deep_copy(value)
+    return out
+
+
+def cell_tree(comparison: Comparison, cell: Cell) -> dict[str, Any]:
+    """The full training recipe of one cell."""
+    tree = _deep_copy(comparison.tree)
+    tree["strategy"] = _deep_copy(cell.strategy)
+    tree.setdefault("train", {}).update({"learning_rate": cell.learning_rate, "seed": cell.seed})
+    run_dir = comparison.run_dir(cell)
+    tree.setdefault("output", {}).update({"dir": str(run_dir.parent), "name": run_dir.name})
+    return tree
+
+
+def run_comparison(comparison: Comparison, echo: bool = True) -> list[Cell]:
+    """Run every unfinished cell, each in its own process; returns the cells that failed."""
+    comparison.root.mkdir(parents=True, exist_ok=True)
+    (comparison.root / "recipes").mkdir(exist_ok=True)
+    failed = []
+    for number, cell in enumerate(comparison.cells, start=1):
+        run_dir = comparison.run_dir(cell)
+        where = f"[{number}/{len(comparison.cells)}] {cell.label} lr={cell.learning_rate:g} seed={cell.seed}"
+        if (run_dir / SUMMARY_FILE).is_file():
+            if echo:
+                print(f"{where}: done, skipped", flush=True)
+            continue
+        tree = cell_tree(comparison, cell)
+        resume = (run_dir / CHECKPOINTS_DIR).is_dir()
+        tree["train"]["resume"] = resume
+        tree["output"]["overwrite"] = not resume
+        recipe = comparison.root / "recipes" / f"{cell.folder.replace('/', '__')}.yaml"
+        recipe.write_text(yaml.safe_dump(tree, sort_keys=False))
+        if echo:
+            print(f"{where}: {'resuming' if resume else 'training'} ...", flush=True)
+        log = run_dir.parent / f"{run_dir.name}.log"
+        run_dir.parent.mkdir(parents=True, exist_ok=True)
+        with log.open("w") as handle:
+            done = subprocess.run([sys.executable, "-m", "bert_tasks", "train", str(recipe)], stdout=handle, stderr=subprocess.STDOUT, env=os.environ.copy(), check=False)
+        if done.returncode != 0:
+            failed.append(cell)
+            last = next((line for line in reversed(log.read_text().splitlines()) if line.strip()), "")
+            print(f"{where}: FAILED ({last[:200]}; log: {log})", file=sys.stderr, flush=True)
+    return failed
+
+
+def compare(recipe: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Path:
+    """Run (or continue) a comparison and write its report; returns the report folder."""
+    from .comparison_report import write_report
+
+    comparison = load_comparison(recipe, overrides)
+    failed = run_comparison(comparison)
+    table = write_report(comparison)
+    if table:
+        print(table)
+        print(f"report: {comparison.root / 'report.md'}")
+    if failed:
+        raise BertTasksError(f"{len(failed)} of {len(comparison.cells)} cells failed (see their .log files); the report covers the rest")
+    return comparison.root
