@@ -139,7 +139,7 @@ def write_report(comparison: Comparison) -> Optional[str]:
         f"# Comparison: {root.name}",
         "",
         f"{done} of {len(comparison.cells)} cells finished. Metric: `{metric}` on the evaluation split, best checkpoint of each run; "
-        f"each strategy at the learning rate with the best mean over seeds {comparison.config.seeds} (chosen on that same split). "
+        f"each strategy at the learning rate with the best mean over seeds {', '.join(map(str, comparison.config.seeds))} (chosen on that same split). "
         "Peak MB is the training process's peak (resident set on CPU, allocated memory on a GPU); size MB is the saved checkpoint.",
         "",
         table,

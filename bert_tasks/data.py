@@ -59,6 +59,14 @@ class Split:
                     f"{self.origin}: missing column {column!r} (set by {key}); the columns are {', '.join(present)}"
                 )
 
+    def texts(self, column: str, allow_empty: bool = True) -> list[str]:
+        """The column's values, each checked to be text (and not blank unless ``allow_empty``)."""
+        values = list(self.dataset[column])
+        for index, value in enumerate(values):
+            if not isinstance(value, str) or (not allow_empty and not value.strip()):
+                raise DataError(f"{self.where(index)}: field {column!r} must be {'text' if allow_empty else 'non-empty text'}, got {value!r}")
+        return values
+
     def head(self, count: Optional[int]) -> "Split":
         if count is None or count >= len(self.dataset):
             return self

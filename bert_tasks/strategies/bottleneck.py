@@ -77,6 +77,12 @@ class Bottleneck(Strategy):
     small_save = True
     label_keys = ("placement", "reduction_factor")
 
+    def describe(self) -> str:
+        label = super().describe()
+        if self.config.bottleneck_size is not None:  # the size is given directly: the factor means nothing
+            label = label.replace(f"reduction_factor={self.config.reduction_factor},", "")
+        return label
+
     def apply(self, model: TaskModel) -> None:
         model.backbone.requires_grad_(False)
         adapters = nn.ModuleDict()

@@ -128,13 +128,6 @@ class Classification(Task):
             keys.append("data.label_column")
         split.require_columns(columns, keys)
 
-    def _texts(self, split: Split, column: str) -> list[str]:
-        values = list(split.dataset[column])
-        for index, value in enumerate(values):
-            if not isinstance(value, str):
-                raise DataError(f"{split.where(index)}: field {column!r} must be text, got {value!r}")
-        return values
-
     def _label_ids(self, split: Split) -> Optional[list]:
         column = self.data.label_column
         values = list(split.dataset[column])
@@ -166,8 +159,8 @@ class Classification(Task):
 
     def encode(self, split: Split, with_labels: bool = True) -> EncodedDataset:
         self._check_columns(split, with_labels)
-        texts = self._texts(split, self.data.text_column)
-        pairs = self._texts(split, self.data.text_pair_column) if self.data.text_pair_column else None
+        texts = split.texts(self.data.text_column)
+        pairs = split.texts(self.data.text_pair_column) if self.data.text_pair_column else None
         encoded = self.tokenizer(texts, pairs, truncation=True, max_length=self.config.max_length)
         columns = {name: encoded[name] for name in ("input_ids", "attention_mask", "token_type_ids") if name in encoded}
         labels = self._label_ids(split) if with_labels else None

@@ -24,7 +24,7 @@ from transformers import PretrainedConfig, PreTrainedTokenizerBase
 from ..batching import IGNORE_INDEX, EncodedDataset, collate_tokens, pad_sequences
 from ..config import ModelConfig
 from ..data import Split
-from ..errors import ConfigError, DataError
+from ..errors import ConfigError
 from ..generation_metrics import GENERATION_METRICS, generation_scores
 from ..model import TaskModel
 from ..registry import TASKS
@@ -101,21 +101,14 @@ class Seq2Seq(Task):
             keys.append("data.label_column")
         split.require_columns(columns, keys)
 
-    def _texts(self, split: Split, column: str) -> list[str]:
-        values = list(split.dataset[column])
-        for index, value in enumerate(values):
-            if not isinstance(value, str) or not value.strip():
-                raise DataError(f"{split.where(index)}: field {column!r} must be non-empty text, got {value!r}")
-        return values
-
     def encode(self, split: Split, with_labels: bool = True) -> EncodedDataset:
         self._check_columns(split, with_labels)
-        sources = self._texts(split, self.data.text_column)
+        sources = split.texts(self.data.text_column, allow_empty=False)
         encoded = self.tokenizer(sources, truncation=True, max_length=self.config.max_source_length)
         columns: dict[str, list] = {"input_ids": encoded["input_ids"], "attention_mask": encoded["attention_mask"]}
         meta: dict[str, Any] = {}
         if with_labels:
-            targets = self._texts(split, self.data.label_column)
+            targets = split.texts(self.data.label_column, allow_empty=False)
             pieces = self.tokenizer(targets, add_special_tokens=False, truncation=True, max_length=self.config.max_target_length - 1)["input_ids"]
             columns["labels"] = [ids + [self.end_id] for ids in pieces]  # y_1 .. y_n [SEP]: the decoder learns to stop
             meta["references"] = targets  # scored untruncated, as published figures are
