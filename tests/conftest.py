@@ -229,11 +229,12 @@ def make_tiny_seq2seq_checkpoint(path: Path, family: str) -> Path:
 
 
 def make_seq2seq_files(directory: Path, train: int = 96, validation: int = 24) -> dict[str, Path]:
-    """Demo reviews as sources; the target is the review's first four words and its sentiment (learnable by copying).
-    Training rows are csv, validation rows jsonl: both readers feed the task."""
+    """Demo reviews as sources; the target says the review's sentiment in words of two lengths (a tiny
+    model learns it in seconds). Training rows are csv, validation rows jsonl: both readers feed the task."""
     with (DEMO_DATA / "train.csv").open() as handle:
-        rows = [row for row in csv.DictReader(handle)]
-    examples = [{"dialogue": row["text"].lower(), "summary": " ".join(row["text"].lower().split()[:4] + [row["label"]])} for row in rows]
+        rows = list(csv.DictReader(handle))
+    phrases = {"positive": "a positive review", "negative": "negative"}
+    examples = [{"dialogue": row["text"].lower(), "summary": phrases[row["label"]]} for row in rows]
     return {
         "train": write_csv(directory / "s2s_train.csv", examples[:train]),
         "validation": write_jsonl(directory / "s2s_valid.jsonl", examples[train : train + validation]),

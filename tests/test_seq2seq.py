@@ -140,18 +140,18 @@ def test_generation_options_are_applied_and_batched(tmp_path, tiny_checkpoint, s
 
 
 def test_train_end_to_end_then_predict(tmp_path, tiny_checkpoint, s2s_files):
-    """The copy task: the loss falls, ROUGE and BLEU rise above an untrained model, predictions are text."""
+    """Sentiment in words: the loss falls, ROUGE rises far above the first evaluation, predictions are text."""
     sections = seq2seq_recipe_sections(s2s_files)
     recipe = tiny_recipe(tiny_checkpoint, tmp_path, **sections)
-    recipe["train"].update({"epochs": 6, "learning_rate": 3e-3, "max_train_samples": None, "warmup_ratio": 0.1})
+    recipe["train"].update({"epochs": 20, "learning_rate": 3e-3, "max_train_samples": None, "warmup_ratio": 0.1, "eval_every": 48})
     summary = bert_tasks.train(load_config(recipe))
     events = [json.loads(line) for line in (Path(summary.run_dir) / "metrics.jsonl").read_text().splitlines()]
     train_losses = [e["loss"] for e in events if e["event"] == "train"]
     evals = [e for e in events if e["event"] == "eval"]
-    assert train_losses[-1] < 0.6 * train_losses[0]
-    assert evals[-1]["loss"] < evals[0]["loss"]
+    assert train_losses[-1] < 0.5 * train_losses[0]
+    assert evals[-1]["loss"] < 0.7 * evals[0]["loss"]
     assert {"rougeL", "rouge1", "rouge2", "rougeLsum", "bleu", "gen_len"} <= set(evals[-1])
-    assert summary.best_value == max(e["rougeL"] for e in evals) and summary.best_value > 10
+    assert summary.best_value == max(e["rougeL"] for e in evals) and summary.best_value > evals[0]["rougeL"] + 30
     predictor = bert_tasks.load(summary.run_dir)
     out = predictor.predict(["the dental clinic never returned any of my calls.", {"dialogue": "great food and friendly staff."}])
     assert len(out) == 2 and all(isinstance(row["generated_text"], str) and row["generated_text"] for row in out)
@@ -193,7 +193,26 @@ def test_bad_seq2seq_input_is_one_clear_line(tmp_path, tiny_checkpoint, s2s_file
     sections = seq2seq_recipe_sections({"train": bad, "validation": s2s_files["validation"]})
     config = load_config(tiny_recipe(tiny_checkpoint, tmp_path, **sections))
     task, splits = bert_tasks.assembly.prepare_task(config)
-    with pytest.raises(BertTasksError, match=r"bad\.csv.*row 3.*'summary' must be non-empty text"):
+    with pytest.raises(BertTasksError, match=r"bad\.csv, line 3: field 'summary' must be non-empty text"):
         task.encode(splits["train"])
     with pytest.raises(BertTasksError, match="share_weights and task.freeze_encoder"):
         load_config(tiny_recipe(tiny_checkpoint, tmp_path, **seq2seq_recipe_sections(s2s_files, share_weights=True, freeze_encoder=True)))
+
+
+def test_greedy_generation_agrees_with_teacher_forcing(tmp_path, tiny_checkpoint_no_dropout, s2s_files):
+    """Generation and training see the decoder the same way: it starts from [CLS], and each greedy token is
+    the argmax of the teacher-forced logits given the tokens before it (a shift or start-token mismatch breaks this)."""
+    _, assembly, splits = _assemble(tiny_checkpoint_no_dropout, tmp_path, s2s_files, max_new_tokens=8)
+    model, task = assembly.model.eval(), assembly.task
+    _, batch = _batch(assembly, splits["validation"], rows=5)
+    inputs = batch["inputs"]
+    with torch.no_grad():
+        hidden = model.encode(inputs["input_ids"], inputs["attention_mask"])
+        generated = model.head.generate(hidden, inputs["attention_mask"], num_beams=1, max_new_tokens=8)
+        assert (generated[:, 0] == assembly.tokenizer.cls_token_id).all()
+        targets = generated[:, 1:]
+        logits = model.head(hidden, inputs["attention_mask"], targets, torch.ones_like(targets))
+    for row in range(targets.shape[0]):
+        ids = targets[row].tolist()
+        stop = ids.index(task.end_id) + 1 if task.end_id in ids else len(ids)
+        assert logits[row, :stop].argmax(-1).tolist() == ids[:stop]
