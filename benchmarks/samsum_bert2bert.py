@@ -3,7 +3,7 @@ encoder frozen vs trained jointly, beside the "first line of the dialogue" basel
 
 The agreed split of the shared SAMSum validation file: its first 700 rows train, the last
 118 evaluate. Both runs use recipes/samsum_bert2bert.yaml (beam 4, no repeated trigrams,
-label smoothing 0.1); only the encoder policy and the learning rate differ.
+label smoothing 0.1); only the encoder policy and the learning rates differ.
 
     python benchmarks/samsum_bert2bert.py [--epochs 8] [--only joint|frozen] [--out runs/samsum]
 
@@ -26,7 +26,9 @@ import bert_tasks  # noqa: E402
 from bert_tasks.generation_metrics import bleu, rouge  # noqa: E402
 
 RUNS = {  # name -> overrides
-    "joint": ["task.freeze_encoder=false", "train.learning_rate=2e-4"],
+    # joint: the encoder at a tenth of the decoder's rate (at one rate, 2e-4, the encoder drifted and the
+    # decoder fell back on a few generic summaries: 6 distinct outputs for 118 dialogues)
+    "joint": ["task.freeze_encoder=false", "train.learning_rate=4e-4", "task.encoder_lr_scale=0.1"],
     "frozen": ["task.freeze_encoder=true", "train.learning_rate=4e-4"],
 }
 

@@ -39,6 +39,7 @@ class TaskModel(nn.Module):
         decoder: Optional[nn.Module] = None,
         new_parameters: tuple[str, ...] = (),
         encoder_trains: bool = True,
+        encoder_lr_scale: float = 1.0,
     ) -> None:
         super().__init__()
         self.backbone = backbone
@@ -51,6 +52,7 @@ class TaskModel(nn.Module):
         named = dict(self.named_parameters())
         self._fresh = {id(named[name]) for name in new_parameters}
         self.encoder_trains = encoder_trains
+        self.encoder_lr_scale = encoder_lr_scale  # the optimiser gives the encoder this multiple of the learning rate
 
     @property
     def new_parameters(self) -> tuple[str, ...]:

@@ -216,3 +216,16 @@ def test_greedy_generation_agrees_with_teacher_forcing(tmp_path, tiny_checkpoint
         ids = targets[row].tolist()
         stop = ids.index(task.end_id) + 1 if task.end_id in ids else len(ids)
         assert logits[row, :stop].argmax(-1).tolist() == ids[:stop]
+
+
+def test_encoder_learning_rate_scale(tmp_path, tiny_checkpoint, s2s_files):
+    """task.encoder_lr_scale gives the pretrained encoder its own (lower) rate; the decoder keeps train.learning_rate."""
+    from bert_tasks.optim import make_optimizer
+
+    config, assembly, _ = _assemble(tiny_checkpoint, tmp_path, s2s_files, encoder_lr_scale=0.1)
+    optimizer = make_optimizer(assembly.model, config.train)
+    rate = {id(p): group["lr"] for group in optimizer.param_groups for p in group["params"]}
+    network = assembly.model.backbone
+    assert all(rate[id(p)] == pytest.approx(0.1 * config.train.learning_rate) for p in network.encoder.parameters())
+    assert all(rate[id(p)] == pytest.approx(config.train.learning_rate) for p in network.decoder.parameters())
+    assert len(rate) == sum(1 for p in assembly.model.parameters() if p.requires_grad)

@@ -49,6 +49,7 @@ class Seq2SeqConfig:
     decoder_checkpoint: Optional[str] = None  # warm start: the decoder's checkpoint; None: model.checkpoint
     share_weights: bool = False  # warm start: the decoder reuses the encoder's weights (BERT2BERT-share)
     freeze_encoder: bool = False  # True: the pretrained encoder stays fixed and only the decoder side learns
+    encoder_lr_scale: float = 1.0  # joint training: the encoder learns at this multiple of train.learning_rate
     label_smoothing: float = 0.0  # training loss only; the evaluation loss is the plain negative log-likelihood
     # generation, at evaluation and prediction
     num_beams: int = 1  # 1: greedy search
@@ -65,6 +66,8 @@ class Seq2SeqConfig:
             raise ConfigError("task.share_weights and task.freeze_encoder: a shared decoder would be frozen too; choose one")
         if self.num_beams < 1 or self.max_new_tokens < 1 or self.min_new_tokens < 0 or self.no_repeat_ngram_size < 0:
             raise ConfigError("task: num_beams and max_new_tokens must be 1 or more, min_new_tokens and no_repeat_ngram_size 0 or more")
+        if self.encoder_lr_scale <= 0:
+            raise ConfigError(f"task.encoder_lr_scale: must be above 0 (use freeze_encoder to keep it fixed), got {self.encoder_lr_scale}")
         if not 0.0 <= self.label_smoothing < 1.0:
             raise ConfigError(f"task.label_smoothing: must be in [0, 1), got {self.label_smoothing}")
         for name in self.metrics or ():
@@ -154,6 +157,7 @@ class Seq2Seq(Task):
             decoder=decoder_stack(network),
             new_parameters=tuple(f"backbone.{name}" for name in fresh if name in names),
             encoder_trains=not self.config.freeze_encoder,
+            encoder_lr_scale=self.config.encoder_lr_scale,
         )
 
     def loss_sum(self, outputs: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
