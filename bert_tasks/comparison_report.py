@@ -37,6 +37,11 @@ class StrategyResult:
     run_dirs: list[Path]
 
     @property
+    def at_grid_edge(self) -> bool:
+        """The best rate is the lowest or highest tried (of several): a wider grid may do better."""
+        return len(self.by_lr) > 1 and self.best_lr in (min(self.by_lr), max(self.by_lr))
+
+    @property
     def mean(self) -> float:
         return statistics.fmean(self.values)
 
@@ -101,8 +106,9 @@ def format_markdown_table(metric: str, results: list[StrategyResult]) -> str:
     lines = [header, "|" + "---|" * 10]
     for result in results:
         row = result.row()
+        edge = " (grid edge)" if result.at_grid_edge else ""
         lines.append(
-            f"| {row['strategy']} | {row['best_lr']:g} | {row['metric_mean']:.4f} ± {row['metric_std']:.4f} | {row['seeds']} "
+            f"| {row['strategy']} | {row['best_lr']:g}{edge} | {row['metric_mean']:.4f} ± {row['metric_std']:.4f} | {row['seeds']} "
             f"| {row['trainable_parameters']:,} | {row['trainable_percent']:.2f} | {row['train_seconds']:.1f} "
             f"| {row['samples_per_second']:.1f} | {row['peak_memory_mb']:.0f} | {row['checkpoint_mb']:.2f} |"
         )
@@ -124,7 +130,7 @@ def write_report(comparison: Comparison) -> Optional[str]:
         "metric": metric,
         "cells_finished": done,
         "cells_total": len(comparison.cells),
-        "strategies": [{**r.row(), "family": r.family, "values": r.values, "by_learning_rate": {f"{k:g}": v for k, v in r.by_lr.items()},
+        "strategies": [{**r.row(), "family": r.family, "best_lr_at_grid_edge": r.at_grid_edge, "values": r.values, "by_learning_rate": {f"{k:g}": v for k, v in r.by_lr.items()},
                         "run_dirs": [str(d) for d in r.run_dirs]} for r in results],
     }
     (root / "report.json").write_text(json.dumps(report, indent=2))
