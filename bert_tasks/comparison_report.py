@@ -38,8 +38,9 @@ class StrategyResult:
 
     @property
     def at_grid_edge(self) -> bool:
-        """The best rate is the lowest or highest tried (of several): a wider grid may do better."""
-        return len(self.by_lr) > 1 and self.best_lr in (min(self.by_lr), max(self.by_lr))
+        """The best rate is the lowest or highest of three or more tried: a wider grid may do better.
+        (With two rates the best is always at an edge, so it says nothing.)"""
+        return len(self.by_lr) > 2 and self.best_lr in (min(self.by_lr), max(self.by_lr))
 
     @property
     def mean(self) -> float:
