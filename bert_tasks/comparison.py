@@ -29,7 +29,7 @@ from typing import Any, Optional
 
 import yaml
 
-from .config import _deep_copy, build_dataclass, config_from_dict, load_recipe_tree, parse_overrides
+from .config import _deep_copy, _set_dotted, build_dataclass, config_from_dict, load_recipe_tree, parse_overrides
 from .errors import BertTasksError, ConfigError
 from .registry import STRATEGIES
 from .rundir import CHECKPOINTS_DIR, SUMMARY_FILE
@@ -98,11 +98,7 @@ def load_comparison(recipe: str | Path, overrides: list[str] | tuple[str, ...] =
         base_tree, _ = load_recipe_tree(str(base))
         tree = _merge(base_tree, tree)
     for key, value in parse_overrides(list(overrides)):  # after the merge, so they win over base and recipe
-        node = tree
-        *parents, last = key.split(".")
-        for part in parents:
-            node = node.setdefault(part, {})
-        node[last] = value
+        _set_dotted(tree, key, value)
     compare = build_dataclass(CompareConfig, tree.pop("compare", None) or {}, "compare")
     tree.pop("strategy", None)  # each cell names its own
     cells = []

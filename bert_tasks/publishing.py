@@ -33,10 +33,10 @@ from transformers import (
 )
 
 from .assembly import Assembly, build_model, build_task
-from .config import RunConfig, _plain, config_from_dict, parse_yaml, save_config
+from .config import RunConfig, _plain, config_from_dict, save_config
 from .errors import BertTasksError
 from .model import TaskModel
-from .rundir import BASE_FILE, BEST_DIR, TASK_FILE, TRAINED_FILE, load_trained, rebuild_small_save
+from .rundir import BASE_FILE, BEST_DIR, TASK_FILE, TRAINED_FILE, load_trained, read_config_file, rebuild_small_save
 from .publishing_card import model_card
 from .summary import RunSummary
 
@@ -196,7 +196,7 @@ def load_published(folder: Path) -> tuple[RunConfig, Assembly]:
     """Rebuild the bert_tasks model of a published folder (either format) for prediction."""
     folder = Path(folder)
     export = json.loads((folder / EXPORT_FILE).read_text())
-    config = load_run_config_file(folder / TRAINING_CONFIG_FILE)
+    config = read_config_file(folder / TRAINING_CONFIG_FILE)
     tokenizer = AutoTokenizer.from_pretrained(str(folder))
     task = build_task(config, tokenizer)
     task.load_state_dict(json.loads((folder / TASK_FILE).read_text()))
@@ -223,8 +223,4 @@ def load_published(folder: Path) -> tuple[RunConfig, Assembly]:
     assembly.model.eval()
     return config, assembly
 
-
-def load_run_config_file(path: Path) -> RunConfig:
-    tree = parse_yaml(Path(path).read_text())
-    return config_from_dict(tree, recipe=tree.get("recipe", "run"))
 

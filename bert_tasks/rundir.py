@@ -77,7 +77,12 @@ def load_run_config(run_dir: Path) -> RunConfig:
     path = Path(run_dir) / CONFIG_FILE
     if not path.is_file():
         raise BertTasksError(f"{run_dir}: not a run directory (no {CONFIG_FILE})")
-    tree = parse_yaml(path.read_text())
+    return read_config_file(path)
+
+
+def read_config_file(path: Path) -> RunConfig:
+    """A resolved config as ``save_config`` wrote it (a run's config.yaml, a published training_config.yaml)."""
+    tree = parse_yaml(Path(path).read_text())
     return config_from_dict(tree, recipe=tree.get("recipe", "run"))
 
 

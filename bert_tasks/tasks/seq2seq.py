@@ -118,14 +118,13 @@ class Seq2Seq(Task):
         return EncodedDataset(columns, meta=meta)
 
     def collate(self, features: list[dict[str, Any]]) -> dict[str, Any]:
-        extra: dict[str, Any] = {}
-        batch = collate_tokens([{k: f[k] for k in ("input_ids", "attention_mask", "index")} for f in features], self.pad_id)
+        """Sources as usual; targets twice: pad-filled decoder inputs (with a mask) and IGNORE-filled labels."""
+        batch = collate_tokens(features, self.pad_id)
         if "labels" in features[0]:
             targets = [f["labels"] for f in features]
             batch["inputs"]["target_ids"] = pad_sequences(targets, self.pad_id)  # Shape: [batch, tgt]
             batch["inputs"]["target_mask"] = pad_sequences([[1] * len(t) for t in targets], 0)
-            extra["labels"] = pad_sequences(targets, IGNORE_INDEX)  # padding does not count in the loss
-        batch.update(extra)
+            batch["labels"] = pad_sequences(targets, IGNORE_INDEX)  # padding does not count in the loss
         return batch
 
     # -- the model ----------------------------------------------------------------
