@@ -222,5 +222,3 @@ def load_published(folder: Path) -> tuple[RunConfig, Assembly]:
             raise BertTasksError(f"{folder}: weights do not fit the model ({real_missing[:2]} missing, {unexpected[:2]} unexpected)")
     assembly.model.eval()
     return config, assembly
-
-
