@@ -67,6 +67,15 @@ class Split:
                 raise DataError(f"{self.where(index)}: field {column!r} must be {'text' if allow_empty else 'non-empty text'}, got {value!r}")
         return values
 
+    def adopt_column(self, column: str, generic_names: Sequence[str]) -> "Split":
+        """Prediction files may use a generic name ('text', ...) for ``column``: rename the first one present."""
+        present = self.dataset.column_names
+        if column not in present:
+            generic = next((name for name in generic_names if name in present), None)
+            if generic is not None:
+                self.dataset = self.dataset.rename_columns({generic: column})
+        return self
+
     def head(self, count: Optional[int]) -> "Split":
         if count is None or count >= len(self.dataset):
             return self

@@ -236,9 +236,4 @@ class Seq2Seq(Task):
 
     def prepare_input(self, split: Split) -> Split:
         """Files may name the source column 'text' or 'source' instead of the training name."""
-        present = split.dataset.column_names
-        for generic in ("text", "source"):
-            if self.data.text_column not in present and generic in present:
-                split.dataset = split.dataset.rename_columns({generic: self.data.text_column})
-                break
-        return split
+        return split.adopt_column(self.data.text_column, ("text", "source"))

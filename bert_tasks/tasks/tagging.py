@@ -284,12 +284,7 @@ class Tagging(Task):
         return Split("input", datasets.Dataset.from_dict({column: rows}), "input")
 
     def prepare_input(self, split: Split) -> Split:
-        present = split.dataset.column_names
-        for generic in ("tokens", "text"):
-            if self.data.text_column not in present and generic in present:
-                split.dataset = split.dataset.rename_columns({generic: self.data.text_column})
-                break
-        return split
+        return split.adopt_column(self.data.text_column, ("tokens", "text"))
 
     def write_predictions(self, split: Split, predictions: list[dict[str, Any]], path: Path) -> None:
         """CoNLL input: the same file with a predicted tag column; anything else: jsonl."""
