@@ -1,10 +1,11 @@
 # Two commands on a fresh machine: `make demo` and `make test`. Both set up .venv first.
+# `make wheel-check` builds the wheel and tries it in a fresh environment outside the checkout.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test bench clean
+.PHONY: setup demo test wheel-check bench clean
 
 setup: $(STAMP)
 
@@ -21,7 +22,7 @@ $(STAMP): setup.cfg constraints.txt
 # Fine-tune all-MiniLM-L6-v2 on the embedded demo data, compare the five tuning strategies on it
 # (table + plots in runs/demo/report.md; re-running skips finished cells), publish the full run.
 demo: $(STAMP)
-	$(BIN)/bert-tasks train recipes/demo.yaml output.overwrite=true
+	$(BIN)/bert-tasks train demo output.overwrite=true
 	$(BIN)/bert-tasks compare compare/demo
 	rm -rf runs/demo-published
 	$(BIN)/bert-tasks publish runs/demo-full --out runs/demo-published
@@ -29,6 +30,10 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
+
+# Needs no .venv: it makes its own, in a temporary folder.
+wheel-check:
+	PYTHON=$(PYTHON) .ci/wheel_check
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/train_speed_vs_trainer.py

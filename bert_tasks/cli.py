@@ -145,11 +145,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Commands that never load a model, so they answer without importing transformers (seconds).
+_LIGHT_COMMANDS = {"recipes", "report"}
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
-    from transformers.utils import logging as transformers_logging
+    if args.command not in _LIGHT_COMMANDS:
+        from transformers.utils import logging as transformers_logging
 
-    transformers_logging.disable_progress_bar()  # 'Loading weights' bars: noise beside our own progress bar
+        transformers_logging.disable_progress_bar()  # 'Loading weights' bars: noise beside our own progress bar
     try:
         return args.run(args)
     except BertTasksError as error:

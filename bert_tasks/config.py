@@ -12,6 +12,7 @@ import re
 import types
 import typing
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 from typing import Any, Literal, Optional, Union
 
@@ -267,7 +268,7 @@ def config_from_dict(tree: dict[str, Any], recipe: str = "run") -> RunConfig:
 
 
 def load_config(recipe: str | Path | dict[str, Any], overrides: list[str] | tuple[str, ...] = ()) -> RunConfig:
-    """Load a YAML recipe (path, or a recipe name under ``recipes/``) and apply overrides."""
+    """Load a YAML recipe (a path, or a bundled recipe name such as 'glue/sst2') and apply overrides."""
     tree, name = load_recipe_tree(recipe, overrides)
     return config_from_dict(tree, recipe=name)
 
@@ -302,23 +303,37 @@ def _deep_copy(tree: Any) -> Any:
 
 
 def recipes_dir() -> Path:
-    """The recipes folder of this checkout (beside the package)."""
-    return Path(__file__).resolve().parent.parent / "recipes"
+    """The bundled recipes: package data inside bert_tasks, so a wheel install has them too."""
+    root = resources.files("bert_tasks").joinpath("recipes")
+    if not isinstance(root, Path):  # e.g. imported from a zip archive, where recipes are no files to read
+        raise ConfigError(f"bundled recipes: bert_tasks is not installed as plain files ({root}); reinstall it with pip")
+    return root
 
 
 def list_recipes() -> list[Path]:
+    """Every bundled recipe file, sorted (names are their paths under recipes_dir(), without .yaml)."""
     root = recipes_dir()
     return sorted(root.rglob("*.yaml")) if root.is_dir() else []
 
 
 def resolve_recipe(recipe: str | Path) -> Path:
-    """A recipe path, or a name like 'glue/sst2' looked up in the recipes folder."""
+    """A recipe file, or a bundled recipe by name, like 'glue/sst2'.
+
+    A path such as 'recipes/demo.yaml' that is no file names the bundled recipe 'demo': the
+    recipes used to live in a 'recipes/' folder beside the package, and commands written
+    for that layout keep working.
+    """
     path = Path(recipe)
     if path.is_file():
         return path
-    for candidate in (recipes_dir() / path, recipes_dir() / f"{recipe}.yaml"):
-        if candidate.is_file():
-            return candidate
+    root = recipes_dir()
+    names = [path]
+    if len(path.parts) > 1 and path.parts[0] == "recipes":
+        names.append(Path(*path.parts[1:]))
+    for name in names:
+        for candidate in (root / name, root / f"{name}.yaml"):
+            if candidate.is_file():
+                return candidate
     raise ConfigError(f"recipe {recipe}: no such file (and no recipe of that name; see `bert-tasks recipes`)")
 
 

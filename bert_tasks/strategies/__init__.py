@@ -1,0 +1,1 @@
+"""Tuning-strategy plug-ins, one module each; bert_tasks.registry imports every module here so each registers itself."""

@@ -1,0 +1,1 @@
+"""Task plug-ins, one module each; bert_tasks.registry imports every module here so each registers itself."""
