@@ -2,7 +2,7 @@
 encoder frozen vs trained jointly, beside the "first line of the dialogue" baseline.
 
 The agreed split of the shared SAMSum validation file: its first 700 rows train, the last
-118 evaluate. Both runs use recipes/samsum_bert2bert.yaml (beam 4, no repeated trigrams,
+118 evaluate. Both runs use the bundled recipe samsum_bert2bert (beam 4, no repeated trigrams,
 label smoothing 0.1); only the encoder policy and the learning rates differ.
 
     python benchmarks/samsum_bert2bert.py [--epochs 8] [--only joint|frozen] [--out runs/samsum]

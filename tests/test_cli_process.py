@@ -12,7 +12,7 @@ def _cli(*args: str) -> subprocess.CompletedProcess:
 
 
 def test_unreachable_hub_checkpoint_is_one_line(tmp_path):
-    done = _cli("train", "recipes/demo.yaml", "model.checkpoint=some-org/some-model", f"output.dir={tmp_path}")
+    done = _cli("train", "demo", "model.checkpoint=some-org/some-model", f"output.dir={tmp_path}")
     assert done.returncode == 2
     assert done.stderr.strip().splitlines() == [
         "bert-tasks: error: model.checkpoint='some-org/some-model': not a local folder, and the Hugging Face Hub could not provide it (offline, or no such model)"
@@ -20,7 +20,7 @@ def test_unreachable_hub_checkpoint_is_one_line(tmp_path):
 
 
 def test_missing_local_checkpoint_folder(tmp_path):
-    done = _cli("train", "recipes/demo.yaml", f"model.checkpoint={tmp_path}/nowhere", f"output.dir={tmp_path}")
+    done = _cli("train", "demo", f"model.checkpoint={tmp_path}/nowhere", f"output.dir={tmp_path}")
     assert done.returncode == 2
     assert done.stderr.strip() == f"bert-tasks: error: model.checkpoint='{tmp_path}/nowhere': no such folder"
 
@@ -35,7 +35,7 @@ def _train_on_files(recipe: str, checkpoint, folder, train: tuple[str, str], val
 
 def test_bad_data_file_is_one_line(tmp_path, tiny_checkpoint):
     bad = tmp_path / "bad.csv"
-    done = _train_on_files("recipes/demo.yaml", tiny_checkpoint, tmp_path, ("good.csv", "text,label\nfine,positive\nbad,negative\n"),
+    done = _train_on_files("demo", tiny_checkpoint, tmp_path, ("good.csv", "text,label\nfine,positive\nbad,negative\n"),
                            ("bad.csv", "text,label\nfine,positive\n,\nstill fine,negative\n"))
     assert done.returncode == 2
     assert done.stderr.strip() == f"bert-tasks: error: {bad}, line 3: label '' in field 'label' is not one of ['negative', 'positive'] (labels come from the training data or task.labels)"

@@ -51,7 +51,7 @@ def test_overrides_are_typed_and_reach_plugin_configs():
 )
 def test_bad_overrides_name_the_key(override, message):
     with pytest.raises(ConfigError) as error:
-        load_config("recipes/demo.yaml", [override])
+        load_config("demo", [override])
     assert message in str(error.value)
     assert "\n" not in str(error.value)
 
@@ -72,7 +72,7 @@ def test_resolved_config_round_trips(tmp_path):
 
 
 def test_cli_prints_one_line_error_and_exits_2(capsys):
-    assert main(["train", "recipes/demo.yaml", "train.epochs=soon"]) == 2
+    assert main(["train", "demo", "train.epochs=soon"]) == 2
     err = capsys.readouterr().err.strip()
     assert err == "bert-tasks: error: train.epochs: expected a number, got 'soon'"
 
@@ -84,6 +84,6 @@ def test_cli_lists_recipes(capsys):
 
 
 def test_yes_no_on_off_stay_strings():
-    config = load_config("recipes/demo.yaml", ["train.mixed_precision=no", "output.name=off"])
+    config = load_config("demo", ["train.mixed_precision=no", "output.name=off"])
     assert config.train.mixed_precision == "no" and config.output.name == "off"
-    assert load_config("recipes/demo.yaml", ["train.resume=true"]).train.resume is True
+    assert load_config("demo", ["train.resume=true"]).train.resume is True

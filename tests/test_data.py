@@ -16,7 +16,7 @@ from bert_tasks.tasks.classification import Classification
 def _task(tokenizer_path, **task):
     from transformers import AutoTokenizer
 
-    config = load_config("recipes/demo.yaml", [f"model.checkpoint={tokenizer_path}"] + [f"task.{k}={v}" for k, v in task.items()])
+    config = load_config("demo", [f"model.checkpoint={tokenizer_path}"] + [f"task.{k}={v}" for k, v in task.items()])
     return Classification(config.task, config.data, AutoTokenizer.from_pretrained(str(tokenizer_path)))
 
 
