@@ -5,9 +5,10 @@
       optimizer.pt scheduler.pt  plain state dicts (tensors, numbers, lists) via torch.save,
       [scaler.pt]                read back with torch.load(weights_only=True): no code can run
       trainer_state.json         the loop's position (TrainerState) and the micro-step counter
-      rng-<process>.json         python's and numpy's random generator states
-      rng-<process>.safetensors  torch's CPU (and CUDA/MPS) generator states and the training
-                                 loader's generator, as they were when the epoch began
+      process-<i>.json           per process: python's and numpy's random generator states and
+                                 the training loss summed since the last loss record
+      process-<i>.safetensors    per process: torch's CPU (and CUDA/MPS) generator states and the
+                                 training loader's generator, as they were when the epoch began
       manifest.json              written last: size and sha256 of every file above
 
 A checkpoint is written into ``checkpoints/.step-0000010.partial`` and renamed to ``step-0000010``
@@ -106,11 +107,11 @@ def remove_partial_checkpoints(run_dir: Path) -> None:
 
 # ---- saving -------------------------------------------------------------------------------------
 
-def _rng_states(loader_rng: torch.Tensor) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
-    """This process's generator states: (JSON-able python/numpy states, tensors for safetensors)."""
+def _process_state(loader_rng: torch.Tensor, values: dict[str, Any]) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """This process's generator states and ``values``: (JSON-able part, tensors for safetensors)."""
     version, internal, gauss = random.getstate()
     name, keys, position, has_gauss, cached = np.random.get_state()
-    plain = {"python": [version, list(internal), gauss], "numpy": [name, keys.tolist(), int(position), int(has_gauss), float(cached)]}
+    plain = {"python": [version, list(internal), gauss], "numpy": [name, keys.tolist(), int(position), int(has_gauss), float(cached)], "values": values}
     tensors = {"torch_cpu": torch.get_rng_state(), "loader": loader_rng.clone()}
     if torch.cuda.is_available():
         tensors.update({f"cuda_{i}": state for i, state in enumerate(torch.cuda.get_rng_state_all())})
@@ -120,10 +121,12 @@ def _rng_states(loader_rng: torch.Tensor) -> tuple[dict[str, Any], dict[str, tor
 
 
 def save_checkpoint(
-    accelerator: Accelerator, run_dir: Path, state: TrainerState, pieces: Resumable, loader_rng: torch.Tensor, keep: int,
+    accelerator: Accelerator, run_dir: Path, state: TrainerState, pieces: Resumable, loader_rng: torch.Tensor,
+    process_values: dict[str, Any], keep: int,
 ) -> Path:
     """Write a resumable checkpoint of this step atomically, then drop the oldest beyond ``keep``
-    (0 keeps all). The main process writes the shared state; every process writes its own RNG."""
+    (0 keeps all). The main process writes the shared state; every process writes its own
+    generators and ``process_values`` (JSON-able numbers that differ between processes)."""
     root = Path(run_dir) / CHECKPOINTS_DIR
     target = root / step_name(state.global_step)
     partial = root / f".{target.name}{PARTIAL_SUFFIX}"
@@ -133,10 +136,10 @@ def save_checkpoint(
             shutil.rmtree(partial)
         partial.mkdir(parents=True)
     accelerator.wait_for_everyone()
-    plain, tensors = _rng_states(loader_rng)
+    plain, tensors = _process_state(loader_rng, process_values)
     index = accelerator.process_index
-    (partial / f"rng-{index}.json").write_text(json.dumps(plain))
-    save_file(tensors, str(partial / f"rng-{index}.safetensors"))
+    (partial / f"process-{index}.json").write_text(json.dumps(plain))
+    save_file(tensors, str(partial / f"process-{index}.safetensors"))
     if main:
         save_model(accelerator.unwrap_model(pieces.model), str(partial / MODEL_FILE))
         torch.save(pieces.optimizer.state_dict(), partial / OPTIMIZER_FILE)
@@ -217,9 +220,10 @@ def _torch_state(path: Path) -> Any:
         raise BertTasksError(f"{path}: refused to load (only plain tensors and numbers are read, never pickled objects): {first[:160]}") from None
 
 
-def load_checkpoint(accelerator: Accelerator, folder: Path, pieces: Resumable) -> TrainerState:
+def load_checkpoint(accelerator: Accelerator, folder: Path, pieces: Resumable) -> tuple[TrainerState, dict[str, Any]]:
     """Restore model, optimiser, schedule, scaler, RNG and the loop's position from ``folder``
-    (every process reads; the folder was checked by ``find_resumable`` on the main process)."""
+    (every process reads; the folder was checked by ``find_resumable`` on the main process).
+    Returns the loop's position and this process's saved values."""
     folder = Path(folder)
     try:
         loop = json.loads((folder / STATE_FILE).read_text())
@@ -235,17 +239,16 @@ def load_checkpoint(accelerator: Accelerator, folder: Path, pieces: Resumable) -
     if accelerator.scaler is not None and (folder / SCALER_FILE).is_file():
         accelerator.scaler.load_state_dict(_torch_state(folder / SCALER_FILE))
     accelerator.step = int(loop.get("accelerator_step", 0))
-    _restore_rng(folder, accelerator.process_index, pieces.loader_generator)
-    return state
+    return state, _restore_process_state(folder, accelerator.process_index, pieces.loader_generator)
 
 
-def _restore_rng(folder: Path, index: int, loader_generator: torch.Generator) -> None:
-    plain_path, tensor_path = folder / f"rng-{index}.json", folder / f"rng-{index}.safetensors"
+def _restore_process_state(folder: Path, index: int, loader_generator: torch.Generator) -> dict[str, Any]:
+    plain_path, tensor_path = folder / f"process-{index}.json", folder / f"process-{index}.safetensors"
     if not (plain_path.is_file() and tensor_path.is_file()):
         if index == 0:
-            raise BertTasksError(f"{folder}: no random generator states for process {index}")
+            raise BertTasksError(f"{folder}: no generator states for process {index}")
         print(f"bert-tasks: {folder}: saved with fewer processes; process {index} keeps its seeded generators", file=sys.stderr)
-        return
+        return {}
     plain = json.loads(plain_path.read_text())
     version, internal, gauss = plain["python"]
     random.setstate((version, tuple(internal), gauss))
@@ -259,3 +262,4 @@ def _restore_rng(folder: Path, index: int, loader_generator: torch.Generator) ->
         torch.cuda.set_rng_state_all(cuda)
     if "mps" in tensors and torch.backends.mps.is_available():
         torch.mps.set_rng_state(tensors["mps"])
+    return plain.get("values", {})

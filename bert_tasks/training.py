@@ -157,8 +157,10 @@ class TrainingLoop:
 
     def resume_from(self, checkpoint: Path) -> None:
         """Continue exactly where ``checkpoint`` left off; records the killed run wrote after it go."""
-        self.state = load_checkpoint(self.accelerator, checkpoint, self.resumable)
+        self.state, values = load_checkpoint(self.accelerator, checkpoint, self.resumable)
         self.epoch_loader_rng = self.loader_generator.get_state()
+        loss = torch.tensor(values.get("running_loss", 0.0), dtype=torch.float32, device=self.accelerator.device)  # Shape: []
+        self.running_loss, self.running_batches = loss, int(values.get("running_batches", 0))
         self.evaluated_at = self.saved_at = self.state.global_step
         if self.main:
             keep_metrics_until(self.run_dir, self.state.global_step)
@@ -299,7 +301,8 @@ class TrainingLoop:
         return patience > 0 and state.evals_without_improvement >= patience
 
     def save_checkpoint(self) -> None:
-        save_checkpoint(self.accelerator, self.run_dir, self.state, self.resumable, self.epoch_loader_rng, self.tc.keep_checkpoints)
+        running = {"running_loss": self.running_loss.item(), "running_batches": self.running_batches}  # so the next loss record is exact
+        save_checkpoint(self.accelerator, self.run_dir, self.state, self.resumable, self.epoch_loader_rng, running, self.tc.keep_checkpoints)
         self.saved_at = self.state.global_step
 
 
