@@ -102,6 +102,7 @@ def remove_partial_checkpoints(run_dir: Path) -> None:
     root = Path(run_dir) / CHECKPOINTS_DIR
     if root.is_dir():
         for partial in root.glob(f".step-*{PARTIAL_SUFFIX}"):
+            print(f"bert-tasks: removing {partial}: a checkpoint a killed training did not finish writing", file=sys.stderr)
             shutil.rmtree(partial, ignore_errors=True)
 
 
