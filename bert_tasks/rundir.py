@@ -3,23 +3,30 @@
     RUN_DIR/
       config.yaml          the fully resolved RunConfig
       task.json            what the task learned from the data (label names, ...)
+      bert_tasks_run.json  marks the folder as a run (only such folders are ever cleared by output.overwrite)
+      train.lock           while a training writes here: who (pid, host, start time)
       metrics.jsonl        one JSON object per log/evaluation event
       summary.json         final figures: best metric, parameters, train time, speed
       parameters.json      parameter counts: total, trainable, by group (embeddings, each layer, adapters, head)
       best/                weights of the best evaluation + tokenizer + encoder config; for small-save
                            strategies (adapters, layer mix, LoRA) only the trained weights + base.json
-      checkpoints/step-N/  resumable Accelerate states (model, optimiser, scheduler, RNG)
+      checkpoints/step-N/  resumable states (model, optimiser, scheduler, RNG, loop state; see checkpointing.py)
+
+Every file here is written under a temporary name and renamed when complete (atomic_files.py);
+metrics.jsonl is appended line by line and rewritten atomically when a resume cuts it back.
 """
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 from safetensors.torch import load_file, load_model, save_file, save_model
 from transformers import AutoConfig, AutoTokenizer
 
+from . import atomic_files
 from .assembly import Assembly, build_model, build_task
 from .config import RunConfig, config_from_dict, parse_yaml, save_config
 from .errors import BertTasksError
@@ -38,23 +45,45 @@ BASE_FILE = "base.json"  # small saves: which pretrained checkpoint they build o
 
 def write_run_files(run_dir: Path, config: RunConfig, task_state: dict[str, Any]) -> None:
     run_dir.mkdir(parents=True, exist_ok=True)
-    save_config(config, run_dir / CONFIG_FILE)
-    (run_dir / TASK_FILE).write_text(json.dumps(task_state, indent=2))
+    with atomic_files.replacing(run_dir / CONFIG_FILE) as tmp:
+        save_config(config, tmp)
+    atomic_files.write_json(run_dir / TASK_FILE, task_state)
 
 
 def append_metrics(run_dir: Path, record: dict[str, Any]) -> None:
+    """One line per record; a kill can at worst leave a torn last line, which readers skip."""
     with (run_dir / METRICS_FILE).open("a") as handle:
         handle.write(json.dumps(record) + "\n")
 
 
 def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
     path = Path(run_dir) / METRICS_FILE
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
+    if not path.is_file():
+        return []
+    records = []
+    lines = [line for line in path.read_text().splitlines() if line.strip()]
+    for number, line in enumerate(lines, start=1):
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            if number < len(lines):  # only the last line can be torn (a kill mid-append)
+                raise BertTasksError(f"{path}, line {number}: not a JSON record") from None
+    return records
+
+
+def keep_metrics_until(run_dir: Path, step: Optional[int]) -> None:
+    """Drop the records a killed training wrote after the checkpoint it is resumed from (step None:
+    drop every record), so that after a resume each step appears once. Rewritten atomically."""
+    path = Path(run_dir) / METRICS_FILE
+    if not path.is_file():
+        return
+    kept = [r for r in read_metrics(run_dir) if step is not None and r.get("step", 0) <= step]
+    atomic_files.write_text(path, "".join(json.dumps(r) + "\n" for r in kept))
 
 
 def save_weights(directory: Path, assembly: Assembly, model: Any) -> None:
     """Save the (unwrapped) model's weights with the tokenizer and encoder config beside them."""
-    tmp = directory.with_name(directory.name + ".tmp")
+    tmp = atomic_files.temporary_name(directory)
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
@@ -68,9 +97,21 @@ def save_weights(directory: Path, assembly: Assembly, model: Any) -> None:
         save_model(model, str(tmp / WEIGHTS_FILE))
     assembly.tokenizer.save_pretrained(str(tmp))
     assembly.backbone_config.save_pretrained(str(tmp))
-    if directory.exists():
-        shutil.rmtree(directory)
-    tmp.rename(directory)  # never leave a half-written best/ behind
+    for path in tmp.iterdir():
+        atomic_files.fsync_path(path)
+    replace_folder(tmp, directory)  # never leave a half-written best/ behind
+
+
+def replace_folder(complete: Path, target: Path) -> None:
+    """Put the finished folder ``complete`` where ``target`` is: two renames (the old one is moved
+    aside first, then removed), so ``target`` is never a mixture of old and new files."""
+    old = target.with_name(f".{target.name}.old-{os.getpid()}")
+    if target.exists():
+        os.rename(target, old)
+    os.rename(complete, target)
+    atomic_files.fsync_path(target.parent)
+    if old.exists():
+        shutil.rmtree(old)
 
 
 def load_run_config(run_dir: Path) -> RunConfig:

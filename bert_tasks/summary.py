@@ -6,6 +6,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Optional
 
+from .atomic_files import write_json
 from .config import RunConfig
 
 
@@ -49,7 +50,7 @@ class RunSummary:
         return 100.0 * self.trainable_parameters / max(self.total_parameters, 1)
 
     def save(self, run_dir: Path) -> None:
-        (Path(run_dir) / "summary.json").write_text(json.dumps(asdict(self), indent=2))
+        write_json(Path(run_dir) / "summary.json", asdict(self))
 
     @classmethod
     def load(cls, run_dir: Path) -> "RunSummary":

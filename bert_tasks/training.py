@@ -1,215 +1,327 @@
 """The one training loop (Accelerate): every task and strategy trains through ``train``.
 
-Read top to bottom: set up the accelerator and run directory, build task + model,
-encode data, make loaders/optimiser/schedule, ``prepare`` once, then loop over
-epochs with ``accelerator.accumulate``, evaluating, keeping the best weights and
-saving resumable checkpoints as configured.
+Read ``train`` top to bottom: claim (lock) the run folder and pick the checkpoint to resume
+from, read and check the data, only then clear what an earlier run left, build the model, make
+loaders/optimiser/schedule and ``prepare`` them once, resume, loop over epochs with
+``accelerator.accumulate`` (evaluating, keeping the best weights, saving resumable
+checkpoints as configured), and write the summary.
 """
 from __future__ import annotations
 
-import json
 import math
-import shutil
+import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any, Iterator, Optional
 
 import torch
 from accelerate import Accelerator
-from accelerate.utils import set_seed
+from accelerate.utils import broadcast, set_seed
 from torch.utils.data import DataLoader
-from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
-from .assembly import build_model, prepare_task
-from .batching import LengthGroupedBatches
-from .checkpointing import TrainerState, latest_checkpoint, save_checkpoint
-from .config import RunConfig
+from . import atomic_files
+from .assembly import Assembly, build_model, prepare_task
+from .batching import EncodedDataset, LengthGroupedBatches
+from .checkpointing import Resumable, TrainerState, find_resumable, load_checkpoint, save_checkpoint, step_folders, step_name
+from .config import RunConfig, TrainConfig
 from .errors import BertTasksError, ConfigError
 from .evaluation import eval_loader, evaluate
 from .metrics import greater_is_better
 from .optim import make_optimizer
 from .parameters import format_report, parameter_report
-from .rundir import BEST_DIR, CHECKPOINTS_DIR, PARAMETERS_FILE, SUMMARY_FILE, append_metrics, load_trained, save_weights, weights_size, write_run_files
+from .progress import Progress
+from .run_guard import claim_run_dir, clear_previous_run, remove_leftovers
+from .rundir import BEST_DIR, CHECKPOINTS_DIR, PARAMETERS_FILE, SUMMARY_FILE, append_metrics, keep_metrics_until, load_trained, save_weights, weights_size, write_run_files
 from .runtime import make_accelerator, peak_memory_mb
 from .strategies.base import Strategy
 from .summary import RunSummary
-
-
-def _prepare_run_dir(config: RunConfig, accelerator: Accelerator) -> Path:
-    run_dir = config.run_dir
-    has_state = (run_dir / CHECKPOINTS_DIR).is_dir() or (run_dir / SUMMARY_FILE).is_file()
-    if has_state and not config.train.resume and not config.output.overwrite:
-        raise BertTasksError(
-            f"{run_dir}: already holds a run; continue it with train.resume=true, replace it with "
-            "output.overwrite=true, or pick another output.name"
-        )
-    if accelerator.is_main_process and config.output.overwrite and not config.train.resume and run_dir.exists():
-        shutil.rmtree(run_dir)
-    accelerator.wait_for_everyone()
-    return run_dir
+from .tasks.base import Task
 
 
 def train(config: RunConfig) -> RunSummary:
     """Train, evaluate and save one run; returns its summary (also in RUN_DIR/summary.json)."""
-    tc = config.train
-    accelerator = make_accelerator(tc, config.run_dir)
-    run_dir = _prepare_run_dir(config, accelerator)
-    main = accelerator.is_main_process
-    set_seed(tc.seed)
+    accelerator = make_accelerator(config.train, config.run_dir)
+    with claimed_run_dir(config, accelerator) as checkpoint:
+        set_seed(config.train.seed)
+        check_batch_sizes(config.train, accelerator)
+        task, train_data, eval_data, best_metric = read_and_check_data(config)
+        if checkpoint is None and accelerator.is_main_process:
+            clear_previous_run(config.run_dir)  # only now: the new run's config and data are valid
+            write_run_files(config.run_dir, config, task.state_dict())
+        assembly = build_model(config, task, task.tokenizer)
+        loop = TrainingLoop(config, accelerator, assembly, train_data, eval_data, best_metric)
+        if checkpoint is not None:
+            loop.resume_from(checkpoint)
+        loop.announce(resumed=checkpoint is not None)
+        loop.run()
+        return finish(config, accelerator, loop)
+
+
+# ---- the steps of train() -----------------------------------------------------------------------
+
+@contextmanager
+def claimed_run_dir(config: RunConfig, accelerator: Accelerator) -> Iterator[Optional[Path]]:
+    """The run folder checked, marked and locked by the main process for the whole training; yields
+    the checkpoint to resume from (None: start at step 0). Every process learns the same answer."""
+    lock, checkpoint, failure = None, None, None
+    if accelerator.is_main_process:
+        try:
+            lock = claim_run_dir(config)
+            remove_leftovers(config.run_dir)
+            checkpoint = choose_checkpoint(config) if config.train.resume else None
+        except BertTasksError as error:
+            failure = error
+    code = -2 if failure else (-1 if checkpoint is None else int(checkpoint.name.split("-")[1]))
+    code = _same_on_every_process(accelerator, code)
+    try:
+        if failure is not None:
+            raise failure
+        if code == -2:
+            raise BertTasksError(f"{config.run_dir}: the main process could not open the run folder (its error says why)")
+        yield None if code < 0 else config.run_dir / CHECKPOINTS_DIR / step_name(code)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _same_on_every_process(accelerator: Accelerator, value: int) -> int:
+    """The main process's ``value`` on every process (a one-number broadcast: no pickling)."""
+    if accelerator.num_processes == 1:
+        return value
+    tensor = torch.tensor([value], dtype=torch.long, device=accelerator.device)  # Shape: [1]
+    return int(broadcast(tensor, from_process=0).item())
+
+
+def choose_checkpoint(config: RunConfig) -> Optional[Path]:
+    """The newest intact checkpoint; without one, a run that never finished starts again from step 0."""
+    run_dir = config.run_dir
+    checkpoint = find_resumable(run_dir)
+    if checkpoint is None and (run_dir / SUMMARY_FILE).is_file() and not config.output.overwrite:
+        raise BertTasksError(f"{run_dir}: train.resume=true but no intact checkpoint is left of this finished run; "
+                             "replace it with output.overwrite=true")
+    if checkpoint is None and step_folders(run_dir):
+        print(f"bert-tasks: {run_dir}: no intact checkpoint to resume from; training again from step 0", file=sys.stderr)
+    return checkpoint
+
+
+def check_batch_sizes(tc: TrainConfig, accelerator: Accelerator) -> None:
     if tc.batch_size % accelerator.num_processes or tc.eval_batch_size % accelerator.num_processes:
         raise ConfigError(f"train.batch_size={tc.batch_size} and eval_batch_size={tc.eval_batch_size} must divide by the {accelerator.num_processes} processes")
+
+
+def read_and_check_data(config: RunConfig) -> tuple[Task, EncodedDataset, Optional[EncodedDataset], str]:
+    """Task fitted on the training data, both splits encoded (bad rows fail here, before any
+    weights load), and the metric that picks the best evaluation."""
     task, splits = prepare_task(config)
-    train_data = task.encode(splits["train"])  # bad rows fail here, before weights are loaded
+    train_data = task.encode(splits["train"])
     eval_data = task.encode(splits["validation"]) if "validation" in splits else None
-    assembly = build_model(config, task, task.tokenizer)
-    model = assembly.model
-    if main:
-        write_run_files(run_dir, config, task.state_dict())
-    best_metric = tc.best_metric or task.metric_names[0]
+    best_metric = config.train.best_metric or task.metric_names[0]
     if best_metric not in (*task.metric_names, "loss"):
         raise ConfigError(f"train.best_metric={best_metric!r}: the task reports {', '.join(task.metric_names)}, loss")
+    return task, train_data, eval_data, best_metric
 
-    sampler = LengthGroupedBatches(train_data.lengths, tc.batch_size, shuffle=True, seed=tc.seed, group_by_length=tc.group_by_length)
-    # Own generator: a DataLoader otherwise draws its seed from the global RNG, which would shift
-    # dropout masks after a resume (the iterator is re-created mid-epoch).
-    train_loader = DataLoader(train_data, batch_sampler=sampler, collate_fn=task.collate, num_workers=tc.num_workers, generator=torch.Generator().manual_seed(tc.seed))
-    loaders = [train_loader] + ([eval_loader(eval_data, task, tc.eval_batch_size, tc.num_workers)] if eval_data else [])
-    steps_per_epoch = math.ceil(len(sampler) / tc.gradient_accumulation_steps)
-    total_steps = max(1, math.ceil(steps_per_epoch * tc.epochs))
-    warmup = tc.warmup_steps or math.ceil(tc.warmup_ratio * total_steps)
-    optimizer = make_optimizer(model, tc)
-    scheduler = get_linear_schedule_with_warmup(optimizer, warmup, total_steps)
-    model, optimizer, scheduler, *loaders = accelerator.prepare(model, optimizer, scheduler, *loaders)
-    train_loader, eval_dl = loaders[0], (loaders[1] if eval_data else None)
 
-    state = TrainerState()
-    accelerator.register_for_checkpointing(state)
-    checkpoint = latest_checkpoint(run_dir) if tc.resume else None
-    if checkpoint is not None:
-        accelerator.load_state(str(checkpoint))
-    report = parameter_report(accelerator.unwrap_model(model))
-    trainable, total = report["trainable"], report["total"]
-    if main:
-        (run_dir / PARAMETERS_FILE).write_text(json.dumps(report, indent=2))
-        print(format_report(report))
-    if tc.log_with:
-        accelerator.init_trackers(run_dir.name, config={"learning_rate": tc.learning_rate, "batch_size": tc.batch_size, "strategy": assembly.strategy.describe()})
-    if main and checkpoint is None:
-        append_metrics(run_dir, {"event": "start", "trainable_parameters": trainable, "total_parameters": total, "train_examples": len(train_data), "total_steps": total_steps, "processes": accelerator.num_processes})
+class TrainingLoop:
+    """The prepared pieces of one training and the loop over them."""
 
-    def run_evaluation() -> bool:
-        """Evaluate, keep the best weights; True when early stopping says stop."""
-        if eval_dl is None:
-            return False
-        results = evaluate(accelerator, model, eval_dl, task, eval_data)
-        value = results[best_metric]
-        better = state.best_value is None or (value > state.best_value if greater_is_better(best_metric) else value < state.best_value)
-        if better:
-            state.best_value, state.best_step, state.best_metrics = value, state.global_step, results
-            state.evals_without_improvement = 0
-            if main:
-                save_weights(run_dir / BEST_DIR, assembly, accelerator.unwrap_model(model))
-        else:
-            state.evals_without_improvement += 1
-        record = {"event": "eval", "step": state.global_step, "epoch": round(state.global_step / steps_per_epoch, 3), **results}
-        if main:
-            append_metrics(run_dir, record)
-            shown = {k: v for k, v in record.items() if "/" not in k}  # per-type breakdowns stay in metrics.jsonl
-            progress.write(" ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in shown.items()))
-        accelerator.log({f"eval/{k}": v for k, v in results.items()}, step=state.global_step)
-        accelerator.wait_for_everyone()
-        return tc.early_stopping_patience > 0 and state.evals_without_improvement >= tc.early_stopping_patience
+    def __init__(self, config: RunConfig, accelerator: Accelerator, assembly: Assembly,
+                 train_data: EncodedDataset, eval_data: Optional[EncodedDataset], best_metric: str) -> None:
+        tc = self.tc = config.train
+        self.config, self.accelerator, self.assembly, self.task = config, accelerator, assembly, assembly.task
+        self.run_dir, self.main = config.run_dir, accelerator.is_main_process
+        self.train_data, self.eval_data, self.best_metric = train_data, eval_data, best_metric
+        self.sampler = LengthGroupedBatches(train_data.lengths, tc.batch_size, shuffle=True, seed=tc.seed, group_by_length=tc.group_by_length)
+        # Own generator: a DataLoader otherwise draws its seed from the global RNG, which would shift
+        # dropout masks after a resume (the iterator is re-created mid-epoch). Saved with checkpoints.
+        self.loader_generator = torch.Generator().manual_seed(tc.seed)
+        train_loader = DataLoader(train_data, batch_sampler=self.sampler, collate_fn=self.task.collate, num_workers=tc.num_workers, generator=self.loader_generator)
+        loaders = [train_loader] + ([eval_loader(eval_data, self.task, tc.eval_batch_size, tc.num_workers)] if eval_data else [])
+        self.steps_per_epoch = math.ceil(len(self.sampler) / tc.gradient_accumulation_steps)
+        self.total_steps = max(1, math.ceil(self.steps_per_epoch * tc.epochs))
+        optimizer = make_optimizer(assembly.model, tc)
+        scheduler = get_linear_schedule_with_warmup(optimizer, tc.warmup_steps or math.ceil(tc.warmup_ratio * self.total_steps), self.total_steps)
+        self.model, self.optimizer, self.scheduler, *loaders = accelerator.prepare(assembly.model, optimizer, scheduler, *loaders)
+        self.train_loader, self.eval_loader = loaders[0], (loaders[1] if eval_data else None)
+        self.trainable_params = [p for p in self.model.parameters() if p.requires_grad]
+        self.state = TrainerState()
+        self.epoch_loader_rng = self.loader_generator.get_state()  # as the current epoch began
+        self.evaluated_at = self.saved_at = -1
+        self.running_loss, self.running_batches = torch.zeros((), device=accelerator.device), 0  # Shape: []
+        self.progress: Optional[Progress] = None
 
-    progress = tqdm(total=total_steps, initial=state.global_step, disable=not accelerator.is_local_main_process, desc=run_dir.name)
-    running_loss, running_batches = torch.zeros(()), 0
-    stop = state.finished or state.global_step >= total_steps
-    evaluated_at = saved_at = state.global_step if checkpoint is not None else -1
-    trainable_params = [p for p in model.parameters() if p.requires_grad]
-    while not stop:
-        sampler.use_epoch(state.epoch)
-        loader = accelerator.skip_first_batches(train_loader, state.batches_in_epoch) if state.batches_in_epoch else train_loader
-        model.train()
+    @property
+    def resumable(self) -> Resumable:
+        return Resumable(self.model, self.optimizer, self.scheduler, self.loader_generator)
+
+    def resume_from(self, checkpoint: Path) -> None:
+        """Continue exactly where ``checkpoint`` left off; records the killed run wrote after it go."""
+        self.state, values = load_checkpoint(self.accelerator, checkpoint, self.resumable)
+        self.epoch_loader_rng = self.loader_generator.get_state()
+        loss = torch.tensor(values.get("running_loss", 0.0), dtype=torch.float32, device=self.accelerator.device)  # Shape: []
+        self.running_loss, self.running_batches = loss, int(values.get("running_batches", 0))
+        self.evaluated_at = self.saved_at = self.state.global_step
+        if self.main:
+            keep_metrics_until(self.run_dir, self.state.global_step)
+            write_run_files(self.run_dir, self.config, self.task.state_dict())
+
+    def announce(self, resumed: bool) -> None:
+        """Parameter counts (printed and in parameters.json), trackers, and the 'start' record."""
+        report = parameter_report(self.accelerator.unwrap_model(self.model))
+        self.trainable, self.total = report["trainable"], report["total"]
+        tc = self.tc
+        if self.main:
+            atomic_files.write_json(self.run_dir / PARAMETERS_FILE, report)
+            print(format_report(report))
+        if tc.log_with:
+            self.accelerator.init_trackers(self.run_dir.name, config={"learning_rate": tc.learning_rate, "batch_size": tc.batch_size, "strategy": self.assembly.strategy.describe()})
+        if self.main and not resumed:
+            append_metrics(self.run_dir, {"event": "start", "trainable_parameters": self.trainable, "total_parameters": self.total,
+                                          "train_examples": len(self.train_data), "total_steps": self.total_steps, "processes": self.accelerator.num_processes})
+
+    def run(self) -> None:
+        state = self.state
+        self.progress = Progress(self.run_dir.name, self.total_steps, state.global_step, state.samples_seen, enabled=self.accelerator.is_local_main_process)
+        stop = state.finished or state.global_step >= self.total_steps
+        while not stop:
+            stop = self.train_epoch()
+        self.progress.close()
+        if self.eval_loader is None and self.main:
+            save_weights(self.run_dir / BEST_DIR, self.assembly, self.accelerator.unwrap_model(self.model))
+        if self.saved_at != state.global_step:
+            state.finished = True
+            self.save_checkpoint()
+
+    def train_epoch(self) -> bool:
+        """One pass over the training data (the rest of one, after a resume); True: stop training."""
+        tc, state = self.tc, self.state
+        self.sampler.use_epoch(state.epoch)
+        if state.batches_in_epoch == 0:
+            self.epoch_loader_rng = self.loader_generator.get_state()
+        loader = self.accelerator.skip_first_batches(self.train_loader, state.batches_in_epoch) if state.batches_in_epoch else self.train_loader
+        self.model.train()
         started = time.perf_counter()
         for batch in loader:
-            with accelerator.accumulate(model):
-                outputs, labels = model(**batch["inputs"]), batch["labels"]
-                real = sampler.real_rows(state.batches_in_epoch, accelerator.process_index, accelerator.num_processes)
-                if real == 0:  # a share made only of copies: zero loss, but every parameter in the graph (DDP)
-                    summed, count = outputs.float().sum() * 0.0, torch.zeros((), device=outputs.device)
-                else:
-                    summed, count = task.loss_sum(outputs[:real], labels[:real])
-                # the mean over the items of all processes' batches (DDP averages gradients, hence * processes)
-                if accelerator.num_processes > 1:
-                    count = accelerator.reduce(count, reduction="sum") / accelerator.num_processes
-                loss = summed / count.clamp(min=1.0)
-                accelerator.backward(loss)
-                if accelerator.sync_gradients and tc.max_grad_norm > 0:
-                    accelerator.clip_grad_norm_(trainable_params, tc.max_grad_norm)
-                optimizer.step()
-                scheduler.step()
-                optimizer.zero_grad(set_to_none=True)
-            running_loss += loss.detach().float()
-            running_batches += 1
-            state.samples_seen += sampler.rows_in_batch(state.batches_in_epoch)
-            state.batches_in_epoch += 1
-            if not accelerator.sync_gradients:
+            self.train_micro_batch(batch)
+            if not self.accelerator.sync_gradients:
                 continue
             state.global_step += 1
-            progress.update(1)
-            if state.global_step % tc.log_every == 0 or state.global_step == total_steps:
-                mean_loss = accelerator.reduce(running_loss.clone(), reduction="mean").item() / running_batches
-                record = {"event": "train", "step": state.global_step, "loss": mean_loss, "learning_rate": scheduler.get_last_lr()[0]}
-                if main:
-                    append_metrics(run_dir, record)
-                accelerator.log({"train/loss": mean_loss, "train/learning_rate": record["learning_rate"]}, step=state.global_step)
-                progress.set_postfix(loss=f"{mean_loss:.4f}")
-                running_loss, running_batches = torch.zeros(()), 0
-            done = state.global_step >= total_steps
+            self.log_training()
+            done = state.global_step >= self.total_steps
             due_eval = tc.eval_every != "epoch" and state.global_step % tc.eval_every == 0
             due_save = tc.save_every != "eval" and state.global_step % tc.save_every == 0
             if due_eval or done or due_save:
                 state.train_seconds += time.perf_counter() - started
-                if due_eval or done:
-                    stop = run_evaluation() or done
-                    evaluated_at = state.global_step
-                if due_save or (tc.save_every == "eval" and due_eval) or stop:
-                    state.finished = stop
-                    save_checkpoint(accelerator, run_dir, state.global_step, tc.keep_checkpoints)
-                    saved_at = state.global_step
-                model.train()
+                stop = self.evaluate_and_checkpoint(evaluate=due_eval or done, save=due_save or (tc.save_every == "eval" and due_eval), done=done)
+                if stop:
+                    return True
+                self.model.train()
                 started = time.perf_counter()
-            if stop:
-                break
+        state.train_seconds += time.perf_counter() - started
+        state.epoch += 1
+        state.batches_in_epoch = 0
+        if tc.eval_every == "epoch" and self.evaluated_at != state.global_step:
+            return self.evaluate_and_checkpoint(evaluate=True, save=tc.save_every == "eval", done=False)
+        return False
+
+    def train_micro_batch(self, batch: dict[str, Any]) -> None:
+        """Forward and backward on one micro-batch; the optimiser steps on accumulation boundaries."""
+        accelerator, state = self.accelerator, self.state
+        with accelerator.accumulate(self.model):
+            outputs, labels = self.model(**batch["inputs"]), batch["labels"]
+            real = self.sampler.real_rows(state.batches_in_epoch, accelerator.process_index, accelerator.num_processes)
+            if real == 0:  # a share made only of copies: zero loss, but every parameter in the graph (DDP)
+                summed, count = outputs.float().sum() * 0.0, torch.zeros((), device=outputs.device)
+            else:
+                summed, count = self.task.loss_sum(outputs[:real], labels[:real])
+            # the mean over the items of all processes' batches (DDP averages gradients, hence * processes)
+            if accelerator.num_processes > 1:
+                count = accelerator.reduce(count, reduction="sum") / accelerator.num_processes
+            loss = summed / count.clamp(min=1.0)  # Shape: []
+            accelerator.backward(loss)
+            if accelerator.sync_gradients and self.tc.max_grad_norm > 0:
+                accelerator.clip_grad_norm_(self.trainable_params, self.tc.max_grad_norm)
+            self.optimizer.step()
+            self.scheduler.step()
+            self.optimizer.zero_grad(set_to_none=True)
+        self.running_loss += loss.detach().float()
+        self.running_batches += 1
+        state.samples_seen += self.sampler.rows_in_batch(state.batches_in_epoch)
+        state.batches_in_epoch += 1
+
+    def log_training(self) -> None:
+        """Every ``log_every`` steps (and the last): the mean loss since the last record."""
+        step = self.state.global_step
+        if not (step % self.tc.log_every == 0 or step == self.total_steps):
+            self.progress.step(step, self.state.samples_seen)
+            return
+        mean_loss = self.accelerator.reduce(self.running_loss.clone(), reduction="mean").item() / self.running_batches
+        learning_rate = self.scheduler.get_last_lr()[0]
+        if self.main:
+            append_metrics(self.run_dir, {"event": "train", "step": step, "loss": mean_loss, "learning_rate": learning_rate})
+        self.accelerator.log({"train/loss": mean_loss, "train/learning_rate": learning_rate}, step=step)
+        self.progress.step(step, self.state.samples_seen, loss=mean_loss, learning_rate=learning_rate)
+        self.running_loss, self.running_batches = torch.zeros((), device=self.accelerator.device), 0
+
+    def evaluate_and_checkpoint(self, evaluate: bool, save: bool, done: bool) -> bool:
+        """The one place a training evaluates and checkpoints; True when training should stop."""
+        stop = done
+        if evaluate:
+            stop = self.evaluate() or done
+            self.evaluated_at = self.state.global_step
+        if save or stop:
+            self.state.finished = stop
+            self.save_checkpoint()
+        return stop
+
+    def evaluate(self) -> bool:
+        """Evaluate, keep the best weights; True when early stopping says stop."""
+        if self.eval_loader is None:
+            return False
+        state, accelerator = self.state, self.accelerator
+        results = evaluate(accelerator, self.model, self.eval_loader, self.task, self.eval_data)
+        value = results[self.best_metric]
+        better = state.best_value is None or (value > state.best_value if greater_is_better(self.best_metric) else value < state.best_value)
+        if better:
+            state.best_value, state.best_step, state.best_metrics = value, state.global_step, results
+            state.evals_without_improvement = 0
+            if self.main:
+                save_weights(self.run_dir / BEST_DIR, self.assembly, accelerator.unwrap_model(self.model))
         else:
-            state.train_seconds += time.perf_counter() - started
-            state.epoch += 1
-            state.batches_in_epoch = 0
-            if tc.eval_every == "epoch" and evaluated_at != state.global_step:
-                stop = run_evaluation()
-                evaluated_at = state.global_step
-                if tc.save_every == "eval" or stop:
-                    state.finished = stop
-                    save_checkpoint(accelerator, run_dir, state.global_step, tc.keep_checkpoints)
-                    saved_at = state.global_step
-    progress.close()
-    if eval_dl is None and main:
-        save_weights(run_dir / BEST_DIR, assembly, accelerator.unwrap_model(model))
-    if saved_at != state.global_step:
-        state.finished = True
-        save_checkpoint(accelerator, run_dir, state.global_step, tc.keep_checkpoints)
+            state.evals_without_improvement += 1
+        record = {"event": "eval", "step": state.global_step, "epoch": round(state.global_step / self.steps_per_epoch, 3), **results}
+        if self.main:
+            append_metrics(self.run_dir, record)
+            shown = {k: v for k, v in record.items() if "/" not in k}  # per-type breakdowns stay in metrics.jsonl
+            self.progress.note(" ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in shown.items()))
+        accelerator.log({f"eval/{k}": v for k, v in results.items()}, step=state.global_step)
+        accelerator.wait_for_everyone()
+        patience = self.tc.early_stopping_patience
+        return patience > 0 and state.evals_without_improvement >= patience
+
+    def save_checkpoint(self) -> None:
+        running = {"running_loss": self.running_loss.item(), "running_batches": self.running_batches}  # so the next loss record is exact
+        save_checkpoint(self.accelerator, self.run_dir, self.state, self.resumable, self.epoch_loader_rng, running, self.tc.keep_checkpoints)
+        self.saved_at = self.state.global_step
+
+
+def finish(config: RunConfig, accelerator: Accelerator, loop: TrainingLoop) -> RunSummary:
+    """summary.json, the task's report, the strategy's plots of the best weights; ends the trackers."""
+    run_dir, task, strategy = config.run_dir, loop.task, loop.assembly.strategy
     accelerator.wait_for_everyone()
     summary = RunSummary.create(
-        config, assembly.strategy.describe(), best_metric, state, trainable, total, accelerator.num_processes, weights_size(run_dir),
-        peak_memory_mb(accelerator.device),
+        config, strategy.describe(), loop.best_metric, loop.state, loop.trainable, loop.total, accelerator.num_processes,
+        weights_size(run_dir), peak_memory_mb(accelerator.device),
     )
-    if main:
+    if accelerator.is_main_process:
         summary.save(run_dir)
         task.adopt_evaluation(summary.eval)
         write_run_files(run_dir, config, task.state_dict())
         breakdown = task.report(summary.eval) if summary.eval else None
         if breakdown:
             print(breakdown)
-        if type(assembly.strategy).write_artifacts is not Strategy.write_artifacts:  # plots of the best weights
+        if type(strategy).write_artifacts is not Strategy.write_artifacts:  # plots of the best weights
             _, best = load_trained(run_dir, config)
             best.strategy.write_artifacts(best.model, run_dir)
     accelerator.end_training()
