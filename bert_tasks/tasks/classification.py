@@ -23,6 +23,7 @@ from .. import metrics
 from ..batching import EncodedDataset, collate_tokens
 from ..data import Split
 from ..errors import ConfigError, DataError
+from ..ranges import check_range
 from ..registry import TASKS
 from .base import Task, head_dropout, initializer_range
 
@@ -42,8 +43,10 @@ class ClassificationConfig:
         for name in self.metrics or ():
             if name not in allowed:
                 raise ConfigError(f"task.metrics: {name!r} is not a {self.problem} metric; choose from {', '.join(allowed)}")
-        if self.max_length < 4:
-            raise ConfigError(f"task.max_length: must be at least 4, got {self.max_length}")
+        check_range("task.max_length", self.max_length, 4)
+        check_range("task.classifier_dropout", self.classifier_dropout, 0, 1, high_open=True)
+        if self.labels is not None and (len(set(self.labels)) != len(self.labels) or len(self.labels) < (1 if self.problem == "regression" else 2)):
+            raise ConfigError(f"task.labels: expected at least 2 distinct label names, got {list(self.labels)}")
 
 
 class Pooler(nn.Module):

@@ -29,6 +29,7 @@ from .. import squad_scoring
 from ..batching import EncodedDataset, collate_tokens
 from ..data import Split
 from ..errors import ConfigError, DataError
+from ..ranges import check_range
 from ..registry import TASKS
 from .base import Task, initializer_range
 from .span_decoding import best_spans
@@ -50,6 +51,9 @@ class SpanQAConfig:
     null_threshold: Optional[float] = None  # v2.0: answer "" when null - best span > this; None: tuned on evaluation
 
     def validate(self) -> None:
+        check_range("task.max_length", self.max_length, 32)
+        check_range("task.max_question_length", self.max_question_length, 1)
+        check_range("task.null_threshold", self.null_threshold)
         if self.max_question_length + 16 > self.max_length:
             raise ConfigError(f"task.max_question_length={self.max_question_length}: leaves too little room in max_length={self.max_length} for the context")
         if not 0 <= self.doc_stride < self.max_length - self.max_question_length - 3:
