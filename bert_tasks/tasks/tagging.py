@@ -125,7 +125,13 @@ class Tagging(Task):
             if isinstance(value, str):
                 value = value.split()
             if not isinstance(value, (list, tuple)):
-                raise DataError(f"{split.where(index)}: field {self.data.label_column!r} must be a list of tags, got {value!r}")
+                raise DataError(f"{split.where(index)}: field {self.data.label_column!r} must be a list of tags, got {str(value)[:80]!r}")
+            for position, tag in enumerate(value):
+                if not (isinstance(tag, str) and tag.strip()) and not (isinstance(tag, (int, np.integer)) and not isinstance(tag, bool)):
+                    raise DataError(f"{split.where(index, position)}: field {self.data.label_column!r}: each tag must be a non-empty text or a tag id, got {str(tag)[:40]!r}")
+                if isinstance(tag, (int, np.integer)) and (tag < 0 or (names and tag >= len(names))):
+                    allowed = f"0 to {len(names) - 1}" if names else "0 or more"
+                    raise DataError(f"{split.where(index, position)}: field {self.data.label_column!r}: tag id {tag} is out of range (expected {allowed}; no tag marks an unlabelled token)")
             out.append([names[t] if names and isinstance(t, int) and 0 <= t < len(names) else str(t) for t in value])
         return out
 
