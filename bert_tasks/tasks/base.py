@@ -74,6 +74,12 @@ class Task(ABC):
     def adopt_evaluation(self, results: dict[str, float]) -> None:
         """Keep what the best evaluation tuned (e.g. a no-answer threshold); saved with the run."""
 
+    def position_lengths(self) -> dict[str, tuple[int, int]]:
+        """Config keys that set how many positions a row fills: key -> (value, positions), checked
+        against the checkpoint's position table before training."""
+        length = getattr(self.config, "max_length", None)
+        return {"task.max_length": (length, length)} if isinstance(length, int) else {}
+
     # -- examples to tensors ----------------------------------------------------
     @abstractmethod
     def encode(self, split: Split, with_labels: bool = True) -> EncodedDataset:

@@ -98,6 +98,13 @@ class Seq2Seq(Task):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.end_id, self.pad_id = int(state["end_token_id"]), int(state["pad_token_id"])
 
+    def position_lengths(self) -> dict[str, tuple[int, int]]:
+        """Sources fill the encoder; targets (start token + all but the last) and generations (start token + new ones) the decoder."""
+        cfg = self.config
+        return {"task.max_source_length": (cfg.max_source_length, cfg.max_source_length),
+                "task.max_target_length": (cfg.max_target_length, cfg.max_target_length),
+                "task.max_new_tokens": (cfg.max_new_tokens, cfg.max_new_tokens + 1)}
+
     # -- examples to tensors ----------------------------------------------------
     def _check_columns(self, split: Split, with_targets: bool) -> None:
         columns, keys = [self.data.text_column], ["data.text_column"]
