@@ -30,6 +30,7 @@ from ..data import Split
 from ..errors import ConfigError, DataError
 from ..ranges import check_range
 from ..squad_format import is_offset
+from ..text_files import atomic_output
 from ..registry import TASKS
 from .base import Task, initializer_range
 from .span_decoding import best_spans
@@ -87,6 +88,9 @@ class SpanQA(Task):
     def columns(self) -> tuple[str, str, str]:
         """(question, context, answers) columns: data.text_column, text_pair_column, label_column."""
         return self.data.text_column, self.data.text_pair_column or "context", self.data.label_column
+
+    def input_column(self, key: str) -> Optional[str]:
+        return {"text_column": self.columns[0], "text_pair_column": self.columns[1]}.get(key, super().input_column(key))
 
     # -- what the data defines ------------------------------------------------
     def fit(self, train: Split) -> None:
@@ -251,9 +255,12 @@ class SpanQA(Task):
         """SQuAD JSON input: the official {id: answer} file plus PATH.nbest.json; else jsonl."""
         if split.format != "squad":
             return super().write_predictions(split, predictions, path)
-        Path(path).write_text(json.dumps({p["id"]: p["answer"] for p in predictions}, indent=1, ensure_ascii=False))
         nbest = Path(path).with_suffix(".nbest.json")
-        nbest.write_text(json.dumps({p["id"]: p["nbest"] for p in predictions}, ensure_ascii=False))
+        if nbest.resolve() == Path(split.origin).resolve():
+            raise DataError(f"--output={str(path)!r}: its n-best file {str(nbest)!r} would overwrite the input; give another name")
+        with atomic_output(Path(path)) as answers, atomic_output(nbest) as candidates:
+            answers.write_text(json.dumps({p["id"]: p["answer"] for p in predictions}, indent=1, ensure_ascii=False), encoding="utf-8")
+            candidates.write_text(json.dumps({p["id"]: p["nbest"] for p in predictions}, ensure_ascii=False), encoding="utf-8")
 
 
 def _token_span(offsets: np.ndarray, span: Optional[tuple[int, int]]) -> tuple[int, int]:
