@@ -78,8 +78,6 @@ class TrainConfig:
 
 
     def validate(self) -> None:
-        if self.warmup_steps and self.warmup_ratio:
-            raise ConfigError("train.warmup_steps and train.warmup_ratio: give one of them, not both")
         check_range("train.epochs", self.epochs, 0, low_open=True)
         for key in ("batch_size", "eval_batch_size", "gradient_accumulation_steps", "log_every"):
             check_range(f"train.{key}", getattr(self, key), 1)
@@ -99,6 +97,8 @@ class TrainConfig:
             value = getattr(self, key)
             if isinstance(value, int):
                 check_range(f"train.{key}", value, 1, hint="a number of optimiser steps")
+        if self.warmup_steps and self.warmup_ratio:
+            raise ConfigError("train.warmup_steps and train.warmup_ratio: give one of them, not both")
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,8 @@ MAGIC = {
     b"BZh": "bzip2-compressed; decompress it first (bunzip2)",
     b"\xfd7zXZ\x00": "xz-compressed; decompress it first (unxz)",
     b"PAR1": "a parquet file; give it a .parquet name",
+    b"\xff\xfe": "UTF-16 text; re-save it as UTF-8",
+    b"\xfe\xff": "UTF-16 text; re-save it as UTF-8",
 }
 
 
