@@ -453,7 +453,7 @@ def _umask() -> int:
 
 
 # -- through the real CLI: exit 2, one line on stderr, no traceback ------------------------------
-def _cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+def _cli(*args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
     return subprocess.run([sys.executable, "-m", "bert_tasks", *args], capture_output=True, text=True, env=env, timeout=300)
 
@@ -485,33 +485,51 @@ def test_cli_predict_onto_its_own_conll_input_is_refused(tagging_run, tmp_path):
     assert source.read_bytes() == before
 
 
-def test_cli_predict_writes_conll_and_maps_columns(tagging_run, tmp_path):
-    source = write_conll_file(tmp_path / "in.txt", [[("alice", "B-PER"), ("is", "O")]])
-    done = _cli("predict", str(tagging_run), "--input", str(source), "--output", str(tmp_path / "out.txt"), "--device", "cpu")
+def test_cli_predict_maps_columns_and_checks_the_batch_size(tagging_run, tmp_path):
+    words = _jsonl(tmp_path / "words.jsonl", [{"id": 1, "words": ["alice", "is"]}, {"id": 2, "words": ["in", "oslo", "."]}])
+    out = tmp_path / "out.jsonl"
+    done = _cli("predict", str(tagging_run), "--input", str(words), "--output", str(out), "--text-column", "words", "--device", "cpu")
     assert done.returncode == 0, done.stderr
-    assert [len(line.split()) for line in (tmp_path / "out.txt").read_text().splitlines() if line and not line.startswith("-DOCSTART-")] == [5, 5]
+    assert [len(json.loads(line)["tags"]) for line in out.read_text().splitlines()] == [2, 3]
+    _assert_one_line_error(_cli("predict", str(tagging_run), "--input", str(words), "--output", str(tmp_path / "o.jsonl"), "--batch-size", "0"),
+                           "--batch-size=0: must be 1 or more")
+
+
+def test_predict_writes_conll_beside_its_input_and_names_missing_columns(tagging_run, tmp_path):
+    from bert_tasks.predictor import load
+
+    predictor = load(tagging_run, device="cpu")
+    assert predictor.device == torch.device("cpu")
+    source = write_conll_file(tmp_path / "in.txt", [[("alice", "B-PER"), ("is", "O")]])
+    assert predictor.predict_file_to(source, tmp_path / "out.txt") == 1
+    lines = [line.split() for line in (tmp_path / "out.txt").read_text().splitlines()]
+    assert [len(fields) for fields in lines if fields and fields[0] != "-DOCSTART-"] == [5, 5]
     words = _jsonl(tmp_path / "words.jsonl", [{"words": ["alice", "is"]}])
-    done = _cli("predict", str(tagging_run), "--input", str(words), "--output", str(tmp_path / "out.jsonl"), "--text-column", "sentence")
-    _assert_one_line_error(done, f"{words}: no column 'sentence' (given by --text-column); the columns are words")
+    with pytest.raises(BertTasksError) as error:
+        predictor.predict_file_to(words, tmp_path / "out.jsonl", columns={"text_column": "sentence"})
+    _one_line(error.value, f"{words}: no column 'sentence' (given by --text-column); the columns are words")
     assert not (tmp_path / "out.jsonl").exists()
 
 
-def test_cli_bad_batch_size_and_device_fail_before_loading(tagging_run, tmp_path):
-    source = write_conll_file(tmp_path / "in.txt", [[("alice", "B-PER")]])
-    _assert_one_line_error(_cli("predict", str(tagging_run), "--input", str(source), "--output", str(tmp_path / "o.txt"), "--batch-size", "0"),
-                           "--batch-size=0: must be 1 or more")
-    if not torch.cuda.is_available():
-        _assert_one_line_error(_cli("evaluate", str(tagging_run), "--device", "cuda"), "--device=cuda: no CUDA GPU is available here")
+def test_evaluate_on_a_missing_gpu_fails_before_loading(tagging_run):
+    from bert_tasks.evaluation import evaluate_run
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    with pytest.raises(BertTasksError) as error:
+        evaluate_run(tagging_run, device="cuda")
+    _one_line(error.value, "--device=cuda: no CUDA GPU is available here")
 
 
 def test_cli_bad_training_input(tmp_path, tiny_checkpoint):
     train_file = tmp_path / "train.csv"
     train_file.write_bytes("text,label\ncaf\xe9,positive\n".encode("latin-1"))
     done = _cli("train", "recipes/demo.yaml", f"model.checkpoint={tiny_checkpoint}", "data.dataset=null", f"data.train={train_file}",
+                "data.validation=null", "output.name=../../escape", f"output.dir={tmp_path}")
+    _assert_one_line_error(done, "output.name='../../escape'")  # the config is checked first
+    done = _cli("train", "recipes/demo.yaml", f"model.checkpoint={tiny_checkpoint}", "data.dataset=null", f"data.train={train_file}",
                 "data.validation=null", f"output.dir={tmp_path}")
     _assert_one_line_error(done, f"{train_file}, line 2: not UTF-8 text")
-    _assert_one_line_error(_cli("train", "recipes/demo.yaml", "train.learning_rate=-1", f"output.dir={tmp_path}"), "train.learning_rate: must be above 0")
-    _assert_one_line_error(_cli("train", "recipes/demo.yaml", "output.name=../../escape", f"output.dir={tmp_path}"), "output.name='../../escape'")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["train.csv"]  # nothing was written anywhere
 
 
