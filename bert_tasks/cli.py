@@ -29,7 +29,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from .evaluation import evaluate_run
 
-    results, table = evaluate_run(Path(args.run_dir), tuple(args.overrides), args.split)
+    results, table = evaluate_run(Path(args.run_dir), tuple(args.overrides), args.split, device=args.device)
     if int(os.environ.get("RANK", "0")) == 0:
         print(json.dumps(results, indent=2))
         if table:
@@ -38,9 +38,13 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
-    from .predictor import load
+    from .predictor import check_batch_size, check_prediction_paths, load
 
-    count = load(args.run_dir).predict_file_to(Path(args.input), Path(args.output), args.batch_size)
+    check_batch_size(args.batch_size)  # the cheap checks first: before any weights load
+    check_prediction_paths(Path(args.input), Path(args.output))
+    columns = {key: value for key, value in (("text_column", args.text_column), ("text_pair_column", args.text_pair_column)) if value}
+    predictor = load(args.run_dir, device=args.device)
+    count = predictor.predict_file_to(Path(args.input), Path(args.output), args.batch_size, columns)
     print(f"{count} predictions written to {args.output}")
     return 0
 
@@ -97,6 +101,9 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
     return 0
 
 
+DEVICE_HELP = "auto (a GPU when there is one), cpu, cuda, cuda:N or mps"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="bert-tasks", description="Fine-tune BERT-style encoders from YAML recipes.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -110,6 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("run_dir")
     evaluate.add_argument("overrides", nargs="*", help="data overrides, e.g. data.validation=dev.tsv")
     evaluate.add_argument("--split", default="validation", choices=["train", "validation", "test"])
+    evaluate.add_argument("--device", default="auto", help=DEVICE_HELP)
     evaluate.set_defaults(run=_cmd_evaluate)
 
     predict = commands.add_parser("predict", help="predict a file: bert-tasks predict RUN_DIR --input FILE --output FILE.jsonl")
@@ -117,6 +125,9 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--input", required=True, help="csv / tsv / json / jsonl / parquet / CoNLL with the run's input columns (or 'text', 'text_pair')")
     predict.add_argument("--output", required=True, help="one JSON object per input row (label and scores, tags, ...); CoNLL input gives CoNLL output with a predicted column")
     predict.add_argument("--batch-size", type=int, default=64)
+    predict.add_argument("--device", default="auto", help=DEVICE_HELP)
+    predict.add_argument("--text-column", metavar="NAME", help="the input's column for the run's data.text_column (the text, tokens, question or source), when the input names it differently")
+    predict.add_argument("--text-pair-column", metavar="NAME", help="the input's column for the run's data.text_pair_column (the second text, or the context)")
     predict.set_defaults(run=_cmd_predict)
 
     compare = commands.add_parser("compare", help="strategies side by side over learning rates and seeds: bert-tasks compare RECIPE [key=value ...]")
@@ -156,9 +167,20 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
         transformers_logging.disable_progress_bar()  # 'Loading weights' bars: noise beside our own progress bar
     try:
-        return args.run(args)
+        status = args.run(args)
+        sys.stdout.flush()  # a closed pipe shows here, inside the handler below, not at interpreter exit
+        return status
     except BertTasksError as error:
         print(f"bert-tasks: error: {error}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:  # `bert-tasks recipes | head`: the reader left; stop quietly, as Unix tools do
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # the interpreter's final flush must not fail again
+        return 141
+    except (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError) as error:
+        if error.filename is None:
+            raise
+        print(f"bert-tasks: error: {error.filename}: {error.strerror}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("bert-tasks: interrupted (resume with train.resume=true)", file=sys.stderr)

@@ -19,6 +19,7 @@ from typing import Any, Literal, Optional, Union
 import yaml
 
 from .errors import ConfigError
+from .ranges import check_range
 from .registry import STRATEGIES, TASKS
 
 
@@ -27,6 +28,11 @@ class ModelConfig:
     checkpoint: str = "default"  # 'default' = embedded all-MiniLM-L6-v2; else a local folder or a Hub id
     revision: Optional[str] = None  # Hub revision (branch, tag or commit) when checkpoint is a Hub id
     dropout: Optional[float] = None  # None keeps the checkpoint's hidden dropout; 0 makes training deterministic
+
+    def validate(self) -> None:
+        check_range("model.dropout", self.dropout, 0.0, 1.0, high_open=True)
+        if not self.checkpoint.strip():
+            raise ConfigError("model.checkpoint: empty; give 'default', a local folder or a Hub id")
 
 
 @dataclass(frozen=True)
@@ -73,19 +79,27 @@ class TrainConfig:
 
 
     def validate(self) -> None:
-        if self.warmup_steps and self.warmup_ratio:
-            raise ConfigError("train.warmup_steps and train.warmup_ratio: give one of them, not both")
-        if not 0.0 <= self.warmup_ratio < 1.0:
-            raise ConfigError(f"train.warmup_ratio: expected a number in [0, 1), got {self.warmup_ratio}")
+        check_range("train.epochs", self.epochs, 0, low_open=True)
         for key in ("batch_size", "eval_batch_size", "gradient_accumulation_steps", "log_every"):
-            if getattr(self, key) < 1:
-                raise ConfigError(f"train.{key}: must be 1 or more, got {getattr(self, key)}")
+            check_range(f"train.{key}", getattr(self, key), 1)
+        check_range("train.learning_rate", self.learning_rate, 0, low_open=True)
+        check_range("train.weight_decay", self.weight_decay, 0)
+        check_range("train.adam_epsilon", self.adam_epsilon, 0, low_open=True)
+        check_range("train.warmup_steps", self.warmup_steps, 0)
+        check_range("train.warmup_ratio", self.warmup_ratio, 0, 1, high_open=True)
+        check_range("train.max_grad_norm", self.max_grad_norm, 0, hint="0 turns clipping off")
+        check_range("train.seed", self.seed, 0, 2**32 - 1)  # the range numpy's generator accepts
+        check_range("train.early_stopping_patience", self.early_stopping_patience, 0, hint="0 never stops early")
+        check_range("train.keep_checkpoints", self.keep_checkpoints, 0, hint="0 keeps all")
+        check_range("train.max_train_samples", self.max_train_samples, 1)
+        check_range("train.max_eval_samples", self.max_eval_samples, 1)
+        check_range("train.num_workers", self.num_workers, 0)
         for key in ("eval_every", "save_every"):
             value = getattr(self, key)
-            if isinstance(value, int) and value < 1:
-                raise ConfigError(f"train.{key}: must be a positive number of steps, got {value}")
-        if self.epochs <= 0:
-            raise ConfigError(f"train.epochs: must be positive, got {self.epochs}")
+            if isinstance(value, int):
+                check_range(f"train.{key}", value, 1, hint="a number of optimiser steps")
+        if self.warmup_steps and self.warmup_ratio:
+            raise ConfigError("train.warmup_steps and train.warmup_ratio: give one of them, not both")
 
 
 @dataclass(frozen=True)
@@ -93,6 +107,18 @@ class OutputConfig:
     dir: str = "runs"  # parent folder of run directories
     name: Optional[str] = None  # run directory name; None: '<recipe>-<strategy>'
     overwrite: bool = False  # False refuses to reuse a finished run directory unless train.resume
+
+    def validate(self) -> None:
+        if not self.dir.strip():
+            raise ConfigError("output.dir: empty; give the folder that holds run directories, e.g. runs")
+        if self.name is not None:
+            check_run_name(self.name, "output.name")
+
+
+def check_run_name(name: str, key: str) -> None:
+    """A run name is one plain folder name inside output.dir: no separators, not '.' or '..', not absolute."""
+    if not name.strip() or name in (".", "..") or "/" in name or "\\" in name or Path(name).is_absolute() or "\x00" in name:
+        raise ConfigError(f"{key}={name!r}: expected a plain folder name inside output.dir (no '/', '\\', '.' or '..')")
 
 
 @dataclass(frozen=True)
@@ -107,8 +133,7 @@ class RunConfig:
 
     @property
     def run_dir(self) -> Path:
-        name = self.output.name or f"{self.recipe}-{self.strategy.name}"
-        return Path(self.output.dir) / name
+        return Path(self.output.dir) / (self.output.name or f"{self.recipe}-{self.strategy.name}")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -264,7 +289,10 @@ def config_from_dict(tree: dict[str, Any], recipe: str = "run") -> RunConfig:
         name = str(values.get("name", DEFAULT_PLUGINS[section]))
         values["name"] = name
         built[section] = build_dataclass(registry.config_class(name), values, section)
-    return RunConfig(recipe=str(tree.get("recipe", recipe)), **built)
+    config = RunConfig(recipe=str(tree.get("recipe", recipe)), **built)
+    if config.output.name is None:  # the default name '<recipe>-<strategy>' must stay inside output.dir too
+        check_run_name(f"{config.recipe}-{config.strategy.name}", "recipe")
+    return config
 
 
 def load_config(recipe: str | Path | dict[str, Any], overrides: list[str] | tuple[str, ...] = ()) -> RunConfig:

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Iterator, Optional, Sequence
 
 from .errors import DataError
+from .text_files import atomic_output, read_text
 
 CONLL_SUFFIXES = (".conll", ".conllx", ".txt", ".iob", ".iob2", ".bio", ".bioes", ".iobes")
 DOCSTART = "-DOCSTART-"
@@ -28,11 +29,14 @@ def default_columns(width: int) -> tuple[str, ...]:
 
 def _lines(path: Path) -> Iterator[tuple[int, str, Optional[list[str]]]]:
     """(line number, raw line, fields) for every line; fields None for blank and -DOCSTART- lines."""
-    with path.open(encoding="utf-8") as handle:
-        for number, raw in enumerate(handle, start=1):
-            line = raw.rstrip("\r\n")
-            fields = line.split()
-            yield number, line, (fields if fields and fields[0] != DOCSTART else None)
+    text = read_text(path)
+    lines = text.split("\n")
+    if text.endswith("\n"):
+        lines.pop()  # the final newline ends the last line; it does not start another
+    for number, line in enumerate(lines, start=1):
+        line = line.rstrip("\r")
+        fields = line.split()
+        yield number, line, (fields if fields and fields[0] != DOCSTART else None)
 
 
 def read_conll(path: Path, columns: Optional[Sequence[str]] = None) -> tuple[dict[str, list[list[str]]], list[int]]:
@@ -75,9 +79,9 @@ def read_conll(path: Path, columns: Optional[Sequence[str]] = None) -> tuple[dic
 
 
 def write_conll(source: Path, predicted: Sequence[Sequence[str]], out: Path) -> None:
-    """Copy ``source`` with one more column: the predicted tag of each token line."""
+    """Copy ``source`` with one more column: the predicted tag of each token line (written atomically)."""
     sentence, position = 0, 0
-    with out.open("w", encoding="utf-8") as handle:
+    with atomic_output(out) as temporary, temporary.open("w", encoding="utf-8") as handle:
         for _, line, fields in _lines(source):
             if fields is None:
                 if position:

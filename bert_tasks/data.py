@@ -6,6 +6,7 @@ came from, so that any later check can say "file, line N" in its error.
 from __future__ import annotations
 
 import csv
+import io
 import json
 import re
 import sys
@@ -17,7 +18,8 @@ import datasets
 
 from .conll import CONLL_SUFFIXES, read_conll
 from .errors import DataError
-from .squad_format import flatten_squad
+from .squad_format import flatten_squad, is_squad
+from .text_files import check_is_file, read_text
 
 DEMO_DATASET = "demo"
 DEMO_DIR = Path(__file__).resolve().parent / "demo_data"
@@ -143,8 +145,7 @@ def _read_hub(name: str, dataset: str, config: Optional[str], split: str) -> Spl
 
 def read_file(name: str, path: Path, tsv_quoting: bool = False, conll_columns: Optional[Sequence[str]] = None) -> Split:
     """Read a local csv / tsv / json / jsonl / parquet / CoNLL file into a Split."""
-    if not path.is_file():
-        raise DataError(f"data.{name}={str(path)!r}: no such file")
+    check_is_file(path, f"data.{name}")
     suffix = path.suffix.lower()
     if suffix in CONLL_SUFFIXES:
         columns, lines = read_conll(path, conll_columns)
@@ -165,7 +166,7 @@ def read_file(name: str, path: Path, tsv_quoting: bool = False, conll_columns: O
         rows, lines = _read_jsonl(path)
     else:
         rows, lines = _read_json(path)
-        if rows and "paragraphs" in rows[0]:
+        if is_squad(rows):
             rows, suffix = flatten_squad({"data": rows}, path), ".squad"
     if not rows:
         raise DataError(f"{path}: the file has no rows")
@@ -175,13 +176,49 @@ def read_file(name: str, path: Path, tsv_quoting: bool = False, conll_columns: O
         if set(row) != set(columns):
             odd = sorted(set(columns) ^ set(row))
             raise DataError(f"{split.where(index)}: fields {odd} differ from the first row's fields {columns}")
-    split.dataset = datasets.Dataset.from_dict({c: [row[c] for row in rows] for c in columns})
+    _check_field_kinds(split, rows, columns)
+    try:
+        split.dataset = datasets.Dataset.from_dict({c: [row[c] for row in rows] for c in columns})
+    except Exception as error:  # pyarrow: values inside lists or objects of mixed kinds
+        raise DataError(f"{path}: fields hold values of mixed types that cannot form one column ({str(error).splitlines()[0][:120]})") from None
     return split
+
+
+def _kind(value: Any) -> Optional[str]:
+    """What a JSON value is, in words; None for null (allowed anywhere)."""
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return "true/false"
+    if isinstance(value, (int, float)):
+        return "a number"
+    if isinstance(value, str):
+        return "text"
+    if isinstance(value, list):
+        return "a list"
+    return "an object"
+
+
+def _check_field_kinds(split: Split, rows: list[dict[str, Any]], columns: list[str]) -> None:
+    """Every row's field must be the same kind of value as the first row that has it (text, number, list, ...)."""
+    for column in columns:
+        first: Optional[tuple[int, str]] = None
+        for index, row in enumerate(rows):
+            kind = _kind(row[column])
+            if kind is None:
+                continue
+            if first is None:
+                first = (index, kind)
+            elif kind != first[1]:
+                raise DataError(
+                    f"{split.where(index)}: field {column!r} is {kind} ({str(row[column])[:40]!r}), "
+                    f"but at {split.where(first[0]).split(', ', 1)[-1]} it is {first[1]}; a column holds one kind of value"
+                )
 
 
 def _read_delimited(path: Path, delimiter: str, quoting: bool) -> tuple[list[dict[str, Any]], list[int]]:
     csv.field_size_limit(sys.maxsize)
-    with path.open(newline="", encoding="utf-8") as handle:
+    with io.StringIO(read_text(path), newline="") as handle:
         reader = csv.reader(handle, delimiter=delimiter, quoting=csv.QUOTE_MINIMAL if quoting else csv.QUOTE_NONE)
         try:
             header = next(reader)
@@ -204,7 +241,7 @@ def _read_delimited(path: Path, delimiter: str, quoting: bool) -> tuple[list[dic
 
 def _read_jsonl(path: Path) -> tuple[list[dict[str, Any]], list[int]]:
     rows, lines = [], []
-    with path.open(encoding="utf-8") as handle:
+    with io.StringIO(read_text(path)) as handle:
         for number, text in enumerate(handle, start=1):
             if not text.strip():
                 continue
@@ -221,8 +258,11 @@ def _read_jsonl(path: Path) -> tuple[list[dict[str, Any]], list[int]]:
 
 def _read_json(path: Path) -> tuple[list[dict[str, Any]], None]:
     """A JSON list of objects, or an object holding one under 'data'."""
+    text = read_text(path)
+    if not text.strip():
+        raise DataError(f"{path}: the file is empty (expected a JSON list of objects)")
     try:
-        payload = json.loads(path.read_text(encoding="utf-8"))
+        payload = json.loads(text)
     except json.JSONDecodeError as error:
         raise DataError(f"{path}, line {error.lineno}: not valid JSON ({error.msg})") from None
     if isinstance(payload, dict) and isinstance(payload.get("data"), list):

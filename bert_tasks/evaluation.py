@@ -12,6 +12,7 @@ from torch.utils.data import DataLoader
 from .assembly import read_splits
 from .batching import EncodedDataset, LengthGroupedBatches
 from .config import with_overrides
+from .devices import resolve_device
 from .errors import BertTasksError
 from .rundir import load_run_config, load_trained
 from .runtime import make_accelerator
@@ -56,17 +57,24 @@ def evaluate(accelerator: Accelerator, model: torch.nn.Module, loader: DataLoade
     return results
 
 
-def evaluate_run(run_dir: Path, overrides: tuple[str, ...] = (), split: str = "validation") -> tuple[dict[str, float], Optional[str]]:
-    """Metrics of a finished run's best model on one split (data.* overrides allowed), and the task's breakdown table."""
+def evaluate_run(run_dir: Path, overrides: tuple[str, ...] = (), split: str = "validation", device: str = "auto") -> tuple[dict[str, float], Optional[str]]:
+    """Metrics of a finished run's best model on one split (data.* overrides allowed), and the task's breakdown table.
+    ``device``: auto (a GPU when there is one), cpu, cuda, cuda:N or mps."""
     bad = [o for o in overrides if not o.startswith(("data.", "train.max_eval_samples", "train.eval_batch_size", "train.mixed_precision"))]
     if bad:
         raise BertTasksError(f"override {bad[0]!r}: evaluate accepts data.*, train.eval_batch_size, train.max_eval_samples and train.mixed_precision")
     config = with_overrides(load_run_config(Path(run_dir)), overrides)
     if getattr(config.data, split, None) is None:
         raise BertTasksError(f"data.{split}: not set for this run; give data.{split}=PATH")
+    chosen = resolve_device(device)
+    if chosen.type == "cpu":
+        config = with_overrides(config, ["train.cpu=true"])
+    elif chosen.type == "cuda" and device.strip().lower().startswith("cuda:"):
+        torch.cuda.set_device(chosen)  # Accelerate's single-process "cuda" is the current device
+    rows = read_splits(config, (split,))[split]  # a bad file fails before the weights load
     config, assembly = load_trained(Path(run_dir), config)
     accelerator = make_accelerator(config.train)
-    data = assembly.task.encode(read_splits(config, (split,))[split])
+    data = assembly.task.encode(rows)
     loader = eval_loader(data, assembly.task, config.train.eval_batch_size)
     model, loader = accelerator.prepare(assembly.model, loader)
     results = evaluate(accelerator, model, loader, assembly.task, data)

@@ -1,42 +1,57 @@
 """A trained run, loaded for prediction: ``bert_tasks.load(run_dir).predict([...])``."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
-from typing import Any, Iterable, Union
+from typing import Any, Iterable, Mapping, Optional, Union
 
 import torch
 
 from .config import RunConfig
 from .data import Split, read_file
+from .devices import model_device, move_to, resolve_device
+from .errors import ConfigError, DataError
 from .rundir import load_trained
+from .text_files import check_is_file
 from .training import eval_loader
+
+# Prediction column options: the run's data key each one maps an input column onto.
+COLUMN_OPTIONS = {"text_column": "--text-column", "text_pair_column": "--text-pair-column"}
 
 
 class Predictor:
-    """Holds the best model of a run; predicts batches sorted by length, answers in input order."""
+    """Holds the best model of a run on one device; predicts batches sorted by length, answers in input order."""
 
-    def __init__(self, config: RunConfig, assembly: Any) -> None:
+    def __init__(self, config: RunConfig, assembly: Any, device: Union[str, torch.device] = "auto") -> None:
         self.config = config
         self.task = assembly.task
-        self.model = assembly.model.eval()
+        self.model = assembly.model.to(resolve_device(device) if isinstance(device, str) else device).eval()
+
+    @property
+    def device(self) -> torch.device:
+        return model_device(self.model)
 
     def predict(self, examples: Iterable[Any], batch_size: int = 64) -> list[dict[str, Any]]:
         """Classification: texts, (text, text_pair) tuples or dicts; tagging: token lists or
         whitespace-separated sentences; one answer per example."""
         return self.predict_split(self.task.examples_to_split(examples), batch_size)
 
-    def read_input(self, path: Path) -> Split:
-        """A prediction file in any format the run's data could be given in."""
+    def read_input(self, path: Path, columns: Optional[Mapping[str, str]] = None) -> Split:
+        """A prediction file in any format the run's data could be given in. ``columns`` maps a run
+        data key ('text_column', 'text_pair_column') to the input's own column name for it."""
         data = self.config.data
         split = read_file("input", Path(path), tsv_quoting=data.tsv_quoting, conll_columns=data.conll_columns)
+        split = map_columns(split, columns or {}, self.task)
         return self.task.prepare_input(split)
 
-    def predict_file(self, path: Path, batch_size: int = 64) -> list[dict[str, Any]]:
-        return self.predict_split(self.read_input(path), batch_size)
+    def predict_file(self, path: Path, batch_size: int = 64, columns: Optional[Mapping[str, str]] = None) -> list[dict[str, Any]]:
+        return self.predict_split(self.read_input(path, columns), batch_size)
 
-    def predict_file_to(self, path: Path, out: Path, batch_size: int = 64) -> int:
-        """Predict ``path`` and write the answers to ``out`` in the task's output format; returns the count."""
-        split = self.read_input(path)
+    def predict_file_to(self, path: Path, out: Path, batch_size: int = 64, columns: Optional[Mapping[str, str]] = None) -> int:
+        """Predict ``path`` and write the answers to ``out`` in the task's output format; returns the count.
+        ``out`` is written atomically and may never be the input itself."""
+        check_prediction_paths(Path(path), Path(out))
+        split = self.read_input(path, columns)
         predictions = self.predict_split(split, batch_size)
         Path(out).parent.mkdir(parents=True, exist_ok=True)
         self.task.write_predictions(split, predictions, Path(out))
@@ -44,18 +59,60 @@ class Predictor:
 
     @torch.no_grad()
     def predict_split(self, split: Split, batch_size: int = 64) -> list[dict[str, Any]]:
+        check_batch_size(batch_size)
         data = self.task.encode(split, with_labels=False)
+        device = self.device
         rows: list = [None] * len(data)
         for batch in eval_loader(data, self.task, batch_size):
-            outputs = self.task.predict_step(self.model, batch).numpy()
+            batch = move_to(batch, device)  # every tensor where the weights are
+            outputs = self.task.predict_step(self.model, batch).float().cpu().numpy()  # Shape: [batch, ...]
             for index, row in zip(batch["index"].tolist(), outputs):
                 rows[index] = row[: data.lengths[index]] if self.task.outputs_per_token else row
         return self.task.format_predictions(rows, data)
 
 
-def load(run_dir: Union[str, Path]) -> Predictor:
-    """Load the best model of a finished run directory, or a folder written by ``bert-tasks publish``."""
+def check_batch_size(batch_size: int) -> None:
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ConfigError(f"--batch-size={batch_size}: must be 1 or more")
+
+
+def check_prediction_paths(source: Path, out: Path) -> None:
+    """The input must be a file; the output must not be the input (by any path), nor a folder."""
+    check_is_file(source, "--input")
+    if out.is_dir():
+        raise DataError(f"--output={str(out)!r}: is a folder, expected a file name")
+    same = out.resolve() == source.resolve() or (out.exists() and os.path.samefile(out, source))
+    if same:
+        raise DataError(f"--output={str(out)!r}: is the input file {str(source)!r}; predictions never overwrite their input, give another name")
+
+
+def map_columns(split: Split, columns: Mapping[str, str], task: Any) -> Split:
+    """Rename the input's columns onto the run's: {'text_column': 'review'} makes 'review' the run's text column."""
+    present = split.dataset.column_names
+    renames: dict[str, str] = {}
+    for key, given in columns.items():
+        option = COLUMN_OPTIONS.get(key, key)
+        target = task.input_column(key)
+        if target is None:
+            raise ConfigError(f"{option}={given}: this run reads no data.{key} (it was trained without one)")
+        if given not in present:
+            raise DataError(f"{split.origin}: no column {given!r} (given by {option}); the columns are {', '.join(present)}")
+        if given != target:
+            renames[given] = target
+    if len(set(renames.values())) != len(renames):
+        raise ConfigError(f"{', '.join(COLUMN_OPTIONS.get(k, k) for k in columns)}: two options name the same run column")
+    clashes = [target for target in renames.values() if target in present and target not in renames]
+    dataset = split.dataset.remove_columns(clashes) if clashes else split.dataset  # the named column wins over a same-named one
+    split.dataset = dataset.rename_columns(renames) if renames else dataset
+    return split
+
+
+def load(run_dir: Union[str, Path], device: Union[str, torch.device] = "auto") -> Predictor:
+    """Load the best model of a finished run directory, or a folder written by ``bert-tasks publish``,
+    onto ``device`` ('auto': a GPU when there is one)."""
     from .publishing import is_published, load_published
 
+    if isinstance(device, str):
+        device = resolve_device(device)  # a bad --device fails before the weights load
     config, assembly = load_published(Path(run_dir)) if is_published(Path(run_dir)) else load_trained(Path(run_dir))
-    return Predictor(config, assembly)
+    return Predictor(config, assembly, device)

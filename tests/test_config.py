@@ -44,7 +44,7 @@ def test_overrides_are_typed_and_reach_plugin_configs():
         ("strategy.name=magic", "strategy.name: unknown strategy 'magic'; choose one of bottleneck, full, last_n, layer_mix, lora"),
         ("strategy.n=2", "strategy.n: unknown key; allowed keys are name"),
         ("modle.checkpoint=x", "modle: unknown section"),
-        ("train.warmup_ratio=1.5", "train.warmup_ratio: expected a number in [0, 1)"),
+        ("train.warmup_ratio=1.5", "train.warmup_ratio: must be in [0, 1)"),
         ("task.metrics=[pearson]", "task.metrics: 'pearson' is not a single_label metric"),
         ("nodot=1", "expected section.key=value"),
     ],

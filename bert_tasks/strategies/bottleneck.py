@@ -18,6 +18,7 @@ from torch import nn
 
 from ..backbone import encoder_layers, find_submodule
 from ..errors import CheckpointError, ConfigError
+from ..ranges import check_range
 from ..model import TaskModel
 from ..registry import STRATEGIES
 from .base import Strategy
@@ -45,6 +46,7 @@ class BottleneckConfig:
             raise ConfigError(f"strategy.reduction_factor: must be 1 or more, got {self.reduction_factor}")
         if self.bottleneck_size is not None and self.bottleneck_size < 1:
             raise ConfigError(f"strategy.bottleneck_size: must be 1 or more, got {self.bottleneck_size}")
+        check_range("strategy.init_std", self.init_std, 0, low_open=True, hint="a zero down-projection never learns")
         if self.last_n is not None and self.last_n < 1:
             raise ConfigError(f"strategy.last_n: must be 1 or more (or null for every layer), got {self.last_n}")
 

@@ -13,6 +13,7 @@ import peft
 from torch import nn
 
 from ..errors import ConfigError
+from ..ranges import check_range
 from ..model import TaskModel
 from ..registry import STRATEGIES
 from .base import Strategy
@@ -31,6 +32,8 @@ class LoraConfig:
     def validate(self) -> None:
         if self.r < 1:
             raise ConfigError(f"strategy.r: must be 1 or more, got {self.r}")
+        check_range("strategy.alpha", self.alpha, 0, low_open=True)
+        check_range("strategy.dropout", self.dropout, 0, 1, high_open=True)
         if self.target_modules is not None and not self.target_modules:
             raise ConfigError("strategy.target_modules: give at least one module name, e.g. [query, value], or null for the default")
 

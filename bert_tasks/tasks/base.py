@@ -15,6 +15,7 @@ from ..backbone import load_backbone, take_pooler
 from ..batching import IGNORE_INDEX, EncodedDataset, pad_stack
 from ..config import DataConfig, ModelConfig
 from ..data import Split
+from ..text_files import atomic_output
 from ..model import TaskModel
 
 PAD_OUTPUT = -1e4  # fills outputs beyond a row's length: a logit that softmax ignores
@@ -73,6 +74,12 @@ class Task(ABC):
 
     def adopt_evaluation(self, results: dict[str, float]) -> None:
         """Keep what the best evaluation tuned (e.g. a no-answer threshold); saved with the run."""
+
+    def position_lengths(self) -> dict[str, tuple[int, int]]:
+        """Config keys that set how many positions a row fills: key -> (value, positions), checked
+        against the checkpoint's position table before training."""
+        length = getattr(self.config, "max_length", None)
+        return {"task.max_length": (length, length)} if isinstance(length, int) else {}
 
     # -- examples to tensors ----------------------------------------------------
     @abstractmethod
@@ -141,12 +148,16 @@ class Task(ABC):
     def examples_to_split(self, examples: Iterable[Any]) -> Split:
         """Python objects given to ``Predictor.predict`` as a Split of unlabelled examples."""
 
+    def input_column(self, key: str) -> Optional[str]:
+        """The column a data key ('text_column', 'text_pair_column') names in this task's input; None: unused."""
+        return getattr(self.data, key, None)
+
     def prepare_input(self, split: Split) -> Split:
         """Adapt a prediction file (e.g. rename generic column names); default: as is."""
         return split
 
     def write_predictions(self, split: Split, predictions: list[dict[str, Any]], path: Path) -> None:
-        """Write predictions for ``split``; default one JSON object per line."""
-        with Path(path).open("w") as handle:
+        """Write predictions for ``split``; default one JSON object per line (atomically: all or nothing)."""
+        with atomic_output(Path(path)) as temporary, temporary.open("w", encoding="utf-8") as handle:
             for row in predictions:
                 handle.write(json.dumps(row) + "\n")

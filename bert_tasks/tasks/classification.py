@@ -23,6 +23,7 @@ from .. import metrics
 from ..batching import EncodedDataset, collate_tokens
 from ..data import Split
 from ..errors import ConfigError, DataError
+from ..ranges import check_range
 from ..registry import TASKS
 from .base import Task, head_dropout, initializer_range
 
@@ -42,8 +43,10 @@ class ClassificationConfig:
         for name in self.metrics or ():
             if name not in allowed:
                 raise ConfigError(f"task.metrics: {name!r} is not a {self.problem} metric; choose from {', '.join(allowed)}")
-        if self.max_length < 4:
-            raise ConfigError(f"task.max_length: must be at least 4, got {self.max_length}")
+        check_range("task.max_length", self.max_length, 4)
+        check_range("task.classifier_dropout", self.classifier_dropout, 0, 1, high_open=True)
+        if self.labels is not None and (len(set(self.labels)) != len(self.labels) or len(self.labels) < (1 if self.problem == "regression" else 2)):
+            raise ConfigError(f"task.labels: expected at least 2 distinct label names, got {list(self.labels)}")
 
 
 class Pooler(nn.Module):
@@ -101,7 +104,7 @@ class Classification(Task):
         if names:
             self.labels = list(names)
             return
-        values = {v for v in list(train.dataset[self.data.label_column]) if v is not None and v != ""}
+        values = {v for v in self._raw_labels(train) if v is not None and v != ""}
         if all(isinstance(v, (int, np.integer)) or (isinstance(v, str) and v.lstrip("-").isdigit()) for v in values):
             self.labels = [str(v) for v in sorted(values, key=int)]
         else:
@@ -128,16 +131,34 @@ class Classification(Task):
             keys.append("data.label_column")
         split.require_columns(columns, keys)
 
-    def _label_ids(self, split: Split) -> Optional[list]:
+    def _raw_labels(self, split: Split) -> list:
+        """The label column, each value checked to be one label (text or a whole number), never a list or
+        an object; -1 is refused: it marks an unlabelled row (GLUE test files), which cannot train or score."""
         column = self.data.label_column
         values = list(split.dataset[column])
-        if not self.regression and all(v == -1 for v in values):
-            return None  # GLUE test splits: labels hidden as -1
+        unlabelled_is_a_class = "-1" in (self.config.labels or ())
+        for index, value in enumerate(values):
+            if self.regression:
+                continue  # checked as numbers in _label_ids
+            if not (value is None or isinstance(value, str) or (isinstance(value, (int, np.integer)) and not isinstance(value, bool))):
+                raise DataError(f"{split.where(index)}: field {column!r} must be one label (text or a whole number), got {str(value)[:60]!r}")
+            if str(value).strip() == "-1" and not unlabelled_is_a_class:
+                count = sum(str(v).strip() == "-1" for v in values)
+                what = "every row" if count == len(values) else f"{count} of {len(values)} rows"
+                raise DataError(
+                    f"{split.where(index)}: label -1 in field {column!r} marks an unlabelled row ({what}, as in GLUE test files); "
+                    f"{split.name} data needs labels (predict unlabelled files with `bert-tasks predict`; if -1 is a real class, list it in task.labels)"
+                )
+        return values
+
+    def _label_ids(self, split: Split) -> list:
+        column = self.data.label_column
+        values = self._raw_labels(split)
         if self.regression:
             out = []
             for index, value in enumerate(values):
                 try:
-                    number = float(value)
+                    number = float("nan") if isinstance(value, bool) else float(value)
                 except (TypeError, ValueError):
                     number = float("nan")
                 if not np.isfinite(number):
@@ -163,9 +184,8 @@ class Classification(Task):
         pairs = split.texts(self.data.text_pair_column) if self.data.text_pair_column else None
         encoded = self.tokenizer(texts, pairs, truncation=True, max_length=self.config.max_length)
         columns = {name: encoded[name] for name in ("input_ids", "attention_mask", "token_type_ids") if name in encoded}
-        labels = self._label_ids(split) if with_labels else None
-        if labels is not None:
-            columns["labels"] = labels
+        if with_labels:
+            columns["labels"] = self._label_ids(split)
         return EncodedDataset(columns)
 
     def collate(self, features: list[dict[str, Any]]) -> dict[str, Any]:

@@ -25,6 +25,7 @@ from ..batching import IGNORE_INDEX, EncodedDataset, collate_tokens, pad_sequenc
 from ..config import ModelConfig
 from ..data import Split
 from ..errors import ConfigError
+from ..ranges import check_range
 from ..generation_metrics import GENERATION_METRICS, generation_scores
 from ..model import TaskModel
 from ..registry import TASKS
@@ -66,10 +67,11 @@ class Seq2SeqConfig:
             raise ConfigError("task.share_weights and task.freeze_encoder: a shared decoder would be frozen too; choose one")
         if self.num_beams < 1 or self.max_new_tokens < 1 or self.min_new_tokens < 0 or self.no_repeat_ngram_size < 0:
             raise ConfigError("task: num_beams and max_new_tokens must be 1 or more, min_new_tokens and no_repeat_ngram_size 0 or more")
-        if self.encoder_lr_scale <= 0:
-            raise ConfigError(f"task.encoder_lr_scale: must be above 0 (use freeze_encoder to keep it fixed), got {self.encoder_lr_scale}")
-        if not 0.0 <= self.label_smoothing < 1.0:
-            raise ConfigError(f"task.label_smoothing: must be in [0, 1), got {self.label_smoothing}")
+        check_range("task.encoder_lr_scale", self.encoder_lr_scale, 0, low_open=True, hint="use freeze_encoder to keep it fixed")
+        check_range("task.label_smoothing", self.label_smoothing, 0, 1, high_open=True)
+        check_range("task.length_penalty", self.length_penalty)
+        if self.min_new_tokens > self.max_new_tokens:
+            raise ConfigError(f"task.min_new_tokens={self.min_new_tokens}: must not exceed task.max_new_tokens={self.max_new_tokens}")
         for name in self.metrics or ():
             if name not in GENERATION_METRICS:
                 raise ConfigError(f"task.metrics: {name!r} is not a generation metric; choose from {', '.join(GENERATION_METRICS)}")
@@ -95,6 +97,13 @@ class Seq2Seq(Task):
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.end_id, self.pad_id = int(state["end_token_id"]), int(state["pad_token_id"])
+
+    def position_lengths(self) -> dict[str, tuple[int, int]]:
+        """Sources fill the encoder; targets (start token + all but the last) and generations (start token + new ones) the decoder."""
+        cfg = self.config
+        return {"task.max_source_length": (cfg.max_source_length, cfg.max_source_length),
+                "task.max_target_length": (cfg.max_target_length, cfg.max_target_length),
+                "task.max_new_tokens": (cfg.max_new_tokens, cfg.max_new_tokens + 1)}
 
     # -- examples to tensors ----------------------------------------------------
     def _check_columns(self, split: Split, with_targets: bool) -> None:

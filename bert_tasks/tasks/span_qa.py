@@ -12,7 +12,6 @@ than ``null_threshold`` (None: the threshold that maximised F1 on the evaluation
 from __future__ import annotations
 
 import json
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Optional, Sequence, Union
@@ -29,12 +28,14 @@ from .. import squad_scoring
 from ..batching import EncodedDataset, collate_tokens
 from ..data import Split
 from ..errors import ConfigError, DataError
+from ..ranges import check_range
+from ..squad_format import is_offset
+from ..text_files import atomic_output
 from ..registry import TASKS
 from .base import Task, initializer_range
 from .span_decoding import best_spans
 
 MASKED = -1e4  # logit of padding positions: never a start or an end
-MISMATCH = (-1, -1)  # an answer whose answer_start does not point at its text
 NO_SPAN = 1e9  # null_diff of a question with no valid span at all
 
 
@@ -50,6 +51,9 @@ class SpanQAConfig:
     null_threshold: Optional[float] = None  # v2.0: answer "" when null - best span > this; None: tuned on evaluation
 
     def validate(self) -> None:
+        check_range("task.max_length", self.max_length, 32)
+        check_range("task.max_question_length", self.max_question_length, 1)
+        check_range("task.null_threshold", self.null_threshold)
         if self.max_question_length + 16 > self.max_length:
             raise ConfigError(f"task.max_question_length={self.max_question_length}: leaves too little room in max_length={self.max_length} for the context")
         if not 0 <= self.doc_stride < self.max_length - self.max_question_length - 3:
@@ -85,6 +89,9 @@ class SpanQA(Task):
         """(question, context, answers) columns: data.text_column, text_pair_column, label_column."""
         return self.data.text_column, self.data.text_pair_column or "context", self.data.label_column
 
+    def input_column(self, key: str) -> Optional[str]:
+        return {"text_column": self.columns[0], "text_pair_column": self.columns[1]}.get(key, super().input_column(key))
+
     # -- what the data defines ------------------------------------------------
     def fit(self, train: Split) -> None:
         question, context, answers = self.columns
@@ -109,30 +116,34 @@ class SpanQA(Task):
                 raise DataError(f"{split.where(index)}: field {column!r} must be non-empty text, got {str(value)[:60]!r}")
         return values
 
-    def _answers(self, split: Split, contexts: list[str]) -> tuple[list[list[str]], list[Optional[tuple[int, int]]], list[str]]:
-        """Gold texts per question, the character span trained on (None: no answer), and the
-        places whose answer_start does not match its text (left out of training)."""
-        column = self.columns[2]
-        texts, spans, mismatched = [], [], []
+    def _answers(self, split: Split, contexts: list[str]) -> tuple[list[list[str]], list[Optional[tuple[int, int]]]]:
+        """Gold texts per question and the character span trained on (None: no answer). Every
+        answer must be text found in the context at its answer_start: a shifted offset would train
+        on the wrong words without a sign."""
+        column, context_column = self.columns[2], self.columns[1]
+        texts, spans = [], []
         for index, (value, context) in enumerate(zip(list(split.dataset[column]), contexts)):
-            if isinstance(value, list):  # SQuAD style: [{text, answer_start}, ...]
-                value = {"text": [a.get("text") for a in value if isinstance(a, dict)], "answer_start": [a.get("answer_start") for a in value if isinstance(a, dict)]}
-            if not isinstance(value, dict) or len(value.get("text") or []) != len(value.get("answer_start") or []):
-                raise DataError(f"{split.where(index)}: field {column!r} must be {{'text': [...], 'answer_start': [...]}} with one start per text, got {str(value)[:80]!r}")
-            golds, starts = [str(t) for t in value["text"]], value["answer_start"]
+            where = split.where(index)
+            if isinstance(value, list) and all(isinstance(a, dict) for a in value):  # SQuAD style: [{text, answer_start}, ...]
+                value = {"text": [a.get("text") for a in value], "answer_start": [a.get("answer_start") for a in value]}
+            golds, starts = (value.get("text"), value.get("answer_start")) if isinstance(value, dict) else (None, None)
+            if not isinstance(golds, list) or not isinstance(starts, list) or len(golds) != len(starts):
+                raise DataError(f"{where}: field {column!r} must be {{'text': [...], 'answer_start': [...]}} with one start per text, got {str(value)[:80]!r}")
+            for text, start in zip(golds, starts):
+                if not isinstance(text, str) or not text:
+                    raise DataError(f"{where}: field {column!r}: an answer text must be non-empty text, got {str(text)[:40]!r}")
+                if not is_offset(start):
+                    raise DataError(f"{where}: field {column!r}: answer_start must be a whole number of characters (0 or more), got {start!r}")
+                if context[start : start + len(text)] != text:
+                    raise DataError(
+                        f"{where}: answer {text[:40]!r} is not in field {context_column!r} at answer_start={start} "
+                        f"(the context there reads {context[start : start + len(text)][:40]!r})"
+                    )
             if not golds and not self.config.version_2:
-                raise DataError(f"{split.where(index)}: no answer; unanswerable questions need task.version_2=true")
-            texts.append(golds)
-            if not golds:
-                spans.append(None)
-                continue
-            start = int(starts[0])
-            if context[start : start + len(golds[0])] != golds[0]:
-                mismatched.append(split.where(index))
-                spans.append(MISMATCH)
-                continue
-            spans.append((start, start + len(golds[0])))
-        return texts, spans, mismatched
+                raise DataError(f"{where}: no answer; unanswerable questions need task.version_2=true")
+            texts.append(list(golds))
+            spans.append((starts[0], starts[0] + len(golds[0])) if golds else None)
+        return texts, spans
 
     def _cut_questions(self, questions: list[str]) -> list[str]:
         """Questions longer than max_question_length tokens lose their tail (the context must fit)."""
@@ -146,12 +157,7 @@ class SpanQA(Task):
                               ["data.text_column", "data.text_pair_column", "data.label_column"][: 3 if with_labels else 2])
         questions = self._cut_questions([q.lstrip() for q in self._texts(split, question_column)])
         contexts = self._texts(split, context_column)
-        golds, spans, mismatched = self._answers(split, contexts) if with_labels else (None, None, [])
-        training = split.name == "train"
-        if mismatched:
-            what = "left out of training" if training else "scored on their text only"
-            print(f"bert-tasks: warning: {split.origin}: {len(mismatched)} answers whose answer_start does not match their text, "
-                  f"{what}: {'; '.join(mismatched[:3])}{' ...' if len(mismatched) > 3 else ''}", file=sys.stderr)
+        golds, spans = self._answers(split, contexts) if with_labels else (None, None)
         encoded = self.tokenizer(
             questions, contexts, truncation="only_second", max_length=self.config.max_length, stride=self.config.doc_stride,
             return_overflowing_tokens=True, return_offsets_mapping=True,
@@ -163,11 +169,7 @@ class SpanQA(Task):
         for row, example in enumerate(encoded["overflow_to_sample_mapping"]):
             in_context = np.array([s == 1 for s in encoded.sequence_ids(row)])
             offsets = np.where(in_context[:, None], np.array(encoded["offset_mapping"][row]), -1)  # Shape: [seq, 2]
-            label = (0, 0)
-            if with_labels:
-                if spans[example] == MISMATCH and training:
-                    continue  # reported above, not trained on
-                label = _token_span(offsets, spans[example])
+            label = _token_span(offsets, spans[example]) if with_labels else (0, 0)
             for name in rows:
                 if name != "labels":
                     rows[name].append(encoded[name][row])
@@ -253,15 +255,18 @@ class SpanQA(Task):
         """SQuAD JSON input: the official {id: answer} file plus PATH.nbest.json; else jsonl."""
         if split.format != "squad":
             return super().write_predictions(split, predictions, path)
-        Path(path).write_text(json.dumps({p["id"]: p["answer"] for p in predictions}, indent=1, ensure_ascii=False))
         nbest = Path(path).with_suffix(".nbest.json")
-        nbest.write_text(json.dumps({p["id"]: p["nbest"] for p in predictions}, ensure_ascii=False))
+        if nbest.resolve() == Path(split.origin).resolve():
+            raise DataError(f"--output={str(path)!r}: its n-best file {str(nbest)!r} would overwrite the input; give another name")
+        with atomic_output(Path(path)) as answers, atomic_output(nbest) as candidates:
+            answers.write_text(json.dumps({p["id"]: p["answer"] for p in predictions}, indent=1, ensure_ascii=False), encoding="utf-8")
+            candidates.write_text(json.dumps({p["id"]: p["nbest"] for p in predictions}, ensure_ascii=False), encoding="utf-8")
 
 
 def _token_span(offsets: np.ndarray, span: Optional[tuple[int, int]]) -> tuple[int, int]:
     """Token positions of a character span inside one window, or (0, 0) ([CLS]) when the
     window does not hold all of it. Shape: offsets [seq, 2], -1 outside the context."""
-    if span is None or span == MISMATCH:
+    if span is None:
         return 0, 0
     start_char, end_char = span
     context = np.nonzero(offsets[:, 0] >= 0)[0]

@@ -30,6 +30,7 @@ from ..batching import IGNORE_INDEX, EncodedDataset, collate_tokens, pad_sequenc
 from ..conll import write_conll
 from ..data import Split
 from ..errors import ConfigError, DataError
+from ..ranges import check_range
 from ..registry import TASKS
 from .base import Task, head_dropout, initializer_range
 from .word_windows import context, plan_windows
@@ -50,8 +51,10 @@ class TaggingConfig:
     classifier_dropout: Optional[float] = None  # None: the checkpoint's hidden dropout
 
     def validate(self) -> None:
-        if self.max_length < 8:
-            raise ConfigError(f"task.max_length: must be at least 8, got {self.max_length}")
+        check_range("task.max_length", self.max_length, 8)
+        check_range("task.classifier_dropout", self.classifier_dropout, 0, 1, high_open=True)
+        if self.labels is not None and (len(set(self.labels)) != len(self.labels) or len(self.labels) < 2):
+            raise ConfigError(f"task.labels: expected at least 2 distinct tags, got {list(self.labels)}")
         if not 0 <= self.stride <= (self.max_length - 2) // 2:
             raise ConfigError(f"task.stride: must be between 0 and half a window ({(self.max_length - 2) // 2}), got {self.stride}")
         if self.strict and self.scheme == "none":
@@ -122,7 +125,13 @@ class Tagging(Task):
             if isinstance(value, str):
                 value = value.split()
             if not isinstance(value, (list, tuple)):
-                raise DataError(f"{split.where(index)}: field {self.data.label_column!r} must be a list of tags, got {value!r}")
+                raise DataError(f"{split.where(index)}: field {self.data.label_column!r} must be a list of tags, got {str(value)[:80]!r}")
+            for position, tag in enumerate(value):
+                if not (isinstance(tag, str) and tag.strip()) and not (isinstance(tag, (int, np.integer)) and not isinstance(tag, bool)):
+                    raise DataError(f"{split.where(index, position)}: field {self.data.label_column!r}: each tag must be a non-empty text or a tag id, got {str(tag)[:40]!r}")
+                if isinstance(tag, (int, np.integer)) and (tag < 0 or (names and tag >= len(names))):
+                    allowed = f"0 to {len(names) - 1}" if names else "0 or more"
+                    raise DataError(f"{split.where(index, position)}: field {self.data.label_column!r}: tag id {tag} is out of range (expected {allowed}; no tag marks an unlabelled token)")
             out.append([names[t] if names and isinstance(t, int) and 0 <= t < len(names) else str(t) for t in value])
         return out
 
