@@ -18,7 +18,7 @@ from typing import Any, Literal, Optional, Union
 import yaml
 
 from .errors import ConfigError
-from .registry import STRATEGIES, TASKS
+from .registry import STRATEGIES, TASKS, import_plugins
 
 
 @dataclass(frozen=True)
@@ -103,6 +103,9 @@ class RunConfig:
     train: TrainConfig
     output: OutputConfig
     recipe: str = "run"  # recipe name, used for default run names
+    # modules defining tasks or strategies outside bert_tasks, imported before their names are looked up
+    # (saved with the run, so evaluate, predict, publish and compare's cell processes import them too)
+    plugins: tuple[str, ...] = ()
 
     @property
     def run_dir(self) -> Path:
@@ -255,17 +258,19 @@ def config_from_dict(tree: dict[str, Any], recipe: str = "run") -> RunConfig:
     """Turn a recipe mapping (already merged with overrides) into a RunConfig."""
     if not isinstance(tree, dict):
         raise ConfigError(f"recipe {recipe}: expected a mapping with sections {', '.join(list(SECTIONS) + list(PLUGIN_SECTIONS))}")
-    allowed = set(SECTIONS) | set(PLUGIN_SECTIONS) | {"recipe"}
+    allowed = set(SECTIONS) | set(PLUGIN_SECTIONS) | {"recipe", "plugins"}
     unknown = sorted(set(tree) - allowed)
     if unknown:
         raise ConfigError(f"{unknown[0]}: unknown section; allowed sections are {', '.join(sorted(allowed - {'recipe'}))}")
+    plugins = _coerce(tree.get("plugins") or [], list[str], "plugins")
+    import_plugins(plugins)
     built: dict[str, Any] = {name: build_dataclass(cls, tree.get(name) or {}, name) for name, cls in SECTIONS.items()}
     for section, registry in PLUGIN_SECTIONS.items():
         values = dict(tree.get(section) or {})
         name = str(values.get("name", DEFAULT_PLUGINS[section]))
         values["name"] = name
         built[section] = build_dataclass(registry.config_class(name), values, section)
-    return RunConfig(recipe=str(tree.get("recipe", recipe)), **built)
+    return RunConfig(recipe=str(tree.get("recipe", recipe)), plugins=plugins, **built)
 
 
 def load_config(recipe: str | Path | dict[str, Any], overrides: list[str] | tuple[str, ...] = ()) -> RunConfig:
