@@ -14,18 +14,23 @@ A comparison recipe is a training recipe (or ``base: <recipe>`` plus changes to 
 Every (strategy, learning rate, seed) cell is an ordinary run in its own process (so peak
 memory is the cell's own) under ``OUTPUT/cells/``. Finished cells are skipped and
 interrupted ones resume from their last checkpoint, so re-running the command continues a
-comparison. The report (``comparison_report``) picks each strategy's best learning rate by
+comparison. A cell never outlives the comparison: stopping ``compare`` (Ctrl-C, SIGTERM, or on
+Linux even SIGKILL) stops the cell it is running. The report (``comparison_report``) picks each strategy's best learning rate by
 its mean over seeds.
 """
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import os
 import re
+import signal
 import subprocess
 import sys
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Iterator, Optional
 
 import yaml
 
@@ -153,12 +158,70 @@ def run_comparison(comparison: Comparison, echo: bool = True) -> list[Cell]:
         log = run_dir.parent / f"{run_dir.name}.log"
         run_dir.parent.mkdir(parents=True, exist_ok=True)
         with log.open("w") as handle:
-            done = subprocess.run([sys.executable, "-m", "bert_tasks", "train", str(recipe)], stdout=handle, stderr=subprocess.STDOUT, env=os.environ.copy(), check=False)
-        if done.returncode != 0:
+            returncode = run_cell_process([sys.executable, "-m", "bert_tasks", "train", str(recipe)], handle)
+        if returncode != 0:
             failed.append(cell)
             last = next((line for line in reversed(log.read_text().splitlines()) if line.strip()), "")
             print(f"{where}: FAILED ({last[:200]}; log: {log})", file=sys.stderr, flush=True)
     return failed
+
+
+PR_SET_PDEATHSIG = 1  # prctl option (linux/prctl.h): a signal the kernel sends a process when its parent dies
+
+
+def _die_with_parent(parent: int) -> Optional[Callable[[], None]]:
+    """A ``preexec_fn`` asking Linux to SIGTERM the child when this process dies, however it dies
+    (SIGKILL included, which no handler sees); None where prctl does not exist."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        prctl = libc.prctl
+    except (OSError, AttributeError):
+        return None
+
+    def arrange() -> None:  # runs in the child between fork and exec
+        prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+        if os.getppid() != parent:  # the parent died before prctl took effect
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    return arrange
+
+
+@contextlib.contextmanager
+def _sigterm_as_exit() -> Iterator[None]:
+    """SIGTERM ends this process through ``SystemExit`` (so ``finally`` blocks run and stop the
+    cell) instead of ending it on the spot."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def leave(signum: int, frame: Any) -> None:
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, leave)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def run_cell_process(command: list[str], log: Any, grace_seconds: float = 30.0) -> int:
+    """Run one cell's command with its output in ``log``; returns its exit status. If this process
+    is stopped meanwhile (Ctrl-C, SIGTERM, an error), the cell is stopped too: SIGTERM, then
+    SIGKILL after ``grace_seconds``. On Linux the kernel also stops it if this process is killed."""
+    with _sigterm_as_exit():
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=os.environ.copy(), preexec_fn=_die_with_parent(os.getpid()))
+        try:
+            return process.wait()
+        finally:
+            if process.poll() is None:
+                process.terminate()
+                try:
+                    process.wait(timeout=grace_seconds)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait()
 
 
 def compare(recipe: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Path:
