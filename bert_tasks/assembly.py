@@ -36,11 +36,13 @@ def build_model(
     task: Task,
     tokenizer: PreTrainedTokenizerBase,
     backbone_config: Optional[PretrainedConfig] = None,
+    apply_strategy: bool = True,
 ) -> Assembly:
     """Encoder + head with the strategy applied.
 
     With ``backbone_config`` (the saved network config) the network is built empty from it
     (the caller loads trained weights next); otherwise pretrained weights come from the checkpoint.
+    ``apply_strategy=False`` leaves the plain network (for weights a strategy was merged into).
     """
     strategy = STRATEGIES.build(config.strategy)
     model = task.build_model(config.model, backbone_config)
@@ -48,7 +50,9 @@ def build_model(
     if backbone_config is None and strategy.small_save:
         fresh = {name.removeprefix("backbone.") for name in model.new_parameters}  # random, not part of the base
         base_hash = weights_hash(model.backbone, exclude=fresh)
-    strategy.apply(model)
+    if apply_strategy:
+        strategy.apply(model)
+        model.added_group = strategy.parameter_group
     return Assembly(task, model, strategy, tokenizer, model.backbone.config, config.model, base_hash)
 
 

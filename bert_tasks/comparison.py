@@ -9,39 +9,35 @@ A comparison recipe is a training recipe (or ``base: <recipe>`` plus changes to 
       strategies:
         - {name: full, learning_rates: [2e-5, 5e-5]}
         - {name: last_n, n: 2, learning_rates: [1e-4, 3e-4]}
-        - {name: bottleneck, reduction_factor: 16}        # no grid: the default grid of its kind
+        - {name: bottleneck, reduction_factor: 16}        # no grid: the strategy's default_learning_rates
 
 Every (strategy, learning rate, seed) cell is an ordinary run in its own process (so peak
 memory is the cell's own) under ``OUTPUT/cells/``. Finished cells are skipped and
 interrupted ones resume from their last checkpoint, so re-running the command continues a
-comparison. The report (``comparison_report``) picks each strategy's best learning rate by
+comparison. A cell never outlives the comparison: stopping ``compare`` (Ctrl-C, SIGTERM, or on
+Linux even SIGKILL) stops the cell it is running. The report (``comparison_report``) picks each strategy's best learning rate by
 its mean over seeds.
 """
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import os
 import re
+import signal
 import subprocess
 import sys
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Iterator, Optional
 
 import yaml
 
-from .config import _deep_copy, _set_dotted, build_dataclass, config_from_dict, load_recipe_tree, parse_overrides
+from .config import deep_copy_tree, set_dotted, build_dataclass, config_from_dict, load_recipe_tree, parse_overrides
 from .errors import BertTasksError, ConfigError
 from .registry import STRATEGIES
 from .rundir import CHECKPOINTS_DIR, SUMMARY_FILE
-
-# Adapters, LoRA and layer mixing need far higher rates than tuning pretrained weights does.
-DEFAULT_GRIDS: dict[str, list[float]] = {
-    "full": [2e-5, 5e-5, 1e-4],
-    "last_n": [5e-5, 1e-4, 3e-4],
-    "bottleneck": [3e-4, 1e-3, 3e-3],
-    "layer_mix": [3e-4, 1e-3, 3e-3],
-    "lora": [3e-4, 1e-3, 3e-3],
-}
 
 
 @dataclass(frozen=True)
@@ -98,7 +94,7 @@ def load_comparison(recipe: str | Path, overrides: list[str] | tuple[str, ...] =
         base_tree, _ = load_recipe_tree(str(base))
         tree = _merge(base_tree, tree)
     for key, value in parse_overrides(list(overrides)):  # after the merge, so they win over base and recipe
-        _set_dotted(tree, key, value)
+        set_dotted(tree, key, value)
     compare = build_dataclass(CompareConfig, tree.pop("compare", None) or {}, "compare")
     tree.pop("strategy", None)  # each cell names its own
     cells = []
@@ -106,32 +102,33 @@ def load_comparison(recipe: str | Path, overrides: list[str] | tuple[str, ...] =
         if not isinstance(section, dict) or "name" not in section:
             raise ConfigError(f"compare.strategies[{number}]: expected a mapping with a strategy name, got {section!r}")
         section = dict(section)
-        rates = section.pop("learning_rates", None) or DEFAULT_GRIDS.get(str(section["name"]))
+        rates = section.pop("learning_rates", None)
+        strategy = STRATEGIES.build(config_from_dict({**deep_copy_tree(tree), "strategy": section}, recipe=name).strategy)
+        rates = rates or strategy.default_learning_rates
         if not rates:
-            raise ConfigError(f"compare.strategies[{number}]: give learning_rates for strategy {section['name']!r}")
-        strategy = STRATEGIES.build(config_from_dict({**_deep_copy(tree), "strategy": section}, recipe=name).strategy)
+            raise ConfigError(f"compare.strategies[{number}]: give learning_rates for strategy {section['name']!r} (it has no default grid)")
         for rate in rates:
             for seed in compare.seeds:
                 cells.append(Cell(strategy.describe(), str(section["name"]), section, float(rate), int(seed)))
     labels = [c.label for c in cells]
     if len({(c.label, c.learning_rate, c.seed) for c in cells}) != len(cells):
         raise ConfigError(f"compare.strategies: two entries describe the same strategy ({', '.join(sorted(set(labels)))})")
-    output = config_from_dict({**_deep_copy(tree), "strategy": cells[0].strategy}, recipe=name).output
+    output = config_from_dict({**deep_copy_tree(tree), "strategy": cells[0].strategy}, recipe=name).output
     root = Path(output.dir) / (compare.name or name)
     return Comparison(tree, compare, cells, root)
 
 
 def _merge(base: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
-    out = _deep_copy(base)
+    out = deep_copy_tree(base)
     for key, value in changes.items():
-        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else _deep_copy(value)
+        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else deep_copy_tree(value)
     return out
 
 
 def cell_tree(comparison: Comparison, cell: Cell) -> dict[str, Any]:
     """The full training recipe of one cell."""
-    tree = _deep_copy(comparison.tree)
-    tree["strategy"] = _deep_copy(cell.strategy)
+    tree = deep_copy_tree(comparison.tree)
+    tree["strategy"] = deep_copy_tree(cell.strategy)
     tree.setdefault("train", {}).update({"learning_rate": cell.learning_rate, "seed": cell.seed})
     run_dir = comparison.run_dir(cell)
     tree.setdefault("output", {}).update({"dir": str(run_dir.parent), "name": run_dir.name})
@@ -161,12 +158,70 @@ def run_comparison(comparison: Comparison, echo: bool = True) -> list[Cell]:
         log = run_dir.parent / f"{run_dir.name}.log"
         run_dir.parent.mkdir(parents=True, exist_ok=True)
         with log.open("w") as handle:
-            done = subprocess.run([sys.executable, "-m", "bert_tasks", "train", str(recipe)], stdout=handle, stderr=subprocess.STDOUT, env=os.environ.copy(), check=False)
-        if done.returncode != 0:
+            returncode = run_cell_process([sys.executable, "-m", "bert_tasks", "train", str(recipe)], handle)
+        if returncode != 0:
             failed.append(cell)
             last = next((line for line in reversed(log.read_text().splitlines()) if line.strip()), "")
             print(f"{where}: FAILED ({last[:200]}; log: {log})", file=sys.stderr, flush=True)
     return failed
+
+
+PR_SET_PDEATHSIG = 1  # prctl option (linux/prctl.h): a signal the kernel sends a process when its parent dies
+
+
+def _die_with_parent(parent: int) -> Optional[Callable[[], None]]:
+    """A ``preexec_fn`` asking Linux to SIGTERM the child when this process dies, however it dies
+    (SIGKILL included, which no handler sees); None where prctl does not exist."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        prctl = libc.prctl
+    except (OSError, AttributeError):
+        return None
+
+    def arrange() -> None:  # runs in the child between fork and exec
+        prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+        if os.getppid() != parent:  # the parent died before prctl took effect
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    return arrange
+
+
+@contextlib.contextmanager
+def _sigterm_as_exit() -> Iterator[None]:
+    """SIGTERM ends this process through ``SystemExit`` (so ``finally`` blocks run and stop the
+    cell) instead of ending it on the spot."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def leave(signum: int, frame: Any) -> None:
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, leave)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def run_cell_process(command: list[str], log: Any, grace_seconds: float = 30.0) -> int:
+    """Run one cell's command with its output in ``log``; returns its exit status. If this process
+    is stopped meanwhile (Ctrl-C, SIGTERM, an error), the cell is stopped too: SIGTERM, then
+    SIGKILL after ``grace_seconds``. On Linux the kernel also stops it if this process is killed."""
+    with _sigterm_as_exit():
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=os.environ.copy(), preexec_fn=_die_with_parent(os.getpid()))
+        try:
+            return process.wait()
+        finally:
+            if process.poll() is None:
+                process.terminate()
+                try:
+                    process.wait(timeout=grace_seconds)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait()
 
 
 def compare(recipe: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Path:

@@ -20,7 +20,7 @@ import yaml
 
 from .errors import ConfigError
 from .ranges import check_range
-from .registry import STRATEGIES, TASKS
+from .registry import STRATEGIES, TASKS, import_plugins
 
 
 @dataclass(frozen=True)
@@ -130,6 +130,9 @@ class RunConfig:
     train: TrainConfig
     output: OutputConfig
     recipe: str = "run"  # recipe name, used for default run names
+    # modules defining tasks or strategies outside bert_tasks, imported before their names are looked up
+    # (saved with the run, so evaluate, predict, publish and compare's cell processes import them too)
+    plugins: tuple[str, ...] = ()
 
     @property
     def run_dir(self) -> Path:
@@ -249,7 +252,9 @@ def build_dataclass(cls: type, values: dict[str, Any], section: str) -> Any:
     return config
 
 
-def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
+def set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
+    """Set ``tree['a']['b']['c'] = value`` for ``dotted='a.b.c'``, creating sections on the way
+    (an override or a comparison cell changing one key of a recipe)."""
     parts = dotted.split(".")
     node = tree
     for part in parts[:-1]:
@@ -279,17 +284,19 @@ def config_from_dict(tree: dict[str, Any], recipe: str = "run") -> RunConfig:
     """Turn a recipe mapping (already merged with overrides) into a RunConfig."""
     if not isinstance(tree, dict):
         raise ConfigError(f"recipe {recipe}: expected a mapping with sections {', '.join(list(SECTIONS) + list(PLUGIN_SECTIONS))}")
-    allowed = set(SECTIONS) | set(PLUGIN_SECTIONS) | {"recipe"}
+    allowed = set(SECTIONS) | set(PLUGIN_SECTIONS) | {"recipe", "plugins"}
     unknown = sorted(set(tree) - allowed)
     if unknown:
         raise ConfigError(f"{unknown[0]}: unknown section; allowed sections are {', '.join(sorted(allowed - {'recipe'}))}")
+    plugins = _coerce(tree.get("plugins") or [], list[str], "plugins")
+    import_plugins(plugins)
     built: dict[str, Any] = {name: build_dataclass(cls, tree.get(name) or {}, name) for name, cls in SECTIONS.items()}
     for section, registry in PLUGIN_SECTIONS.items():
         values = dict(tree.get(section) or {})
         name = str(values.get("name", DEFAULT_PLUGINS[section]))
         values["name"] = name
         built[section] = build_dataclass(registry.config_class(name), values, section)
-    config = RunConfig(recipe=str(tree.get("recipe", recipe)), **built)
+    config = RunConfig(recipe=str(tree.get("recipe", recipe)), plugins=plugins, **built)
     if config.output.name is None:  # the default name '<recipe>-<strategy>' must stay inside output.dir too
         check_run_name(f"{config.recipe}-{config.strategy.name}", "recipe")
     return config
@@ -316,17 +323,18 @@ def load_recipe_tree(recipe: str | Path | dict[str, Any], overrides: list[str] |
         if not isinstance(tree, dict):
             raise ConfigError(f"{path}: expected a mapping of sections, got {type(tree).__name__}")
         name = path.stem
-    tree = _deep_copy(tree)
+    tree = deep_copy_tree(tree)
     for key, value in parse_overrides(list(overrides)):
-        _set_dotted(tree, key, value)
+        set_dotted(tree, key, value)
     return tree, name
 
 
-def _deep_copy(tree: Any) -> Any:
+def deep_copy_tree(tree: Any) -> Any:
+    """A copy of a recipe mapping (nested dicts and lists) that shares nothing mutable with it."""
     if isinstance(tree, dict):
-        return {k: _deep_copy(v) for k, v in tree.items()}
+        return {k: deep_copy_tree(v) for k, v in tree.items()}
     if isinstance(tree, list):
-        return [_deep_copy(v) for v in tree]
+        return [deep_copy_tree(v) for v in tree]
     return tree
 
 
@@ -367,21 +375,22 @@ def resolve_recipe(recipe: str | Path) -> Path:
 
 def save_config(config: RunConfig, path: Path) -> None:
     """Write the fully resolved config, every default spelled out, so a run can be rebuilt."""
-    tree = _plain(config.to_dict())
+    tree = plain_tree(config.to_dict())
     path.write_text(yaml.safe_dump(tree, sort_keys=False))
 
 
-def _plain(value: Any) -> Any:
+def plain_tree(value: Any) -> Any:
+    """A config mapping with tuples as lists: what YAML writes and recipes hold."""
     if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
+        return {k: plain_tree(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
+        return [plain_tree(v) for v in value]
     return value
 
 
 def with_overrides(config: RunConfig, overrides: list[str] | tuple[str, ...]) -> RunConfig:
     """A copy of ``config`` with ``key=value`` overrides applied and re-validated."""
-    tree = _plain(config.to_dict())
+    tree = plain_tree(config.to_dict())
     for key, value in parse_overrides(list(overrides)):
-        _set_dotted(tree, key, value)
+        set_dotted(tree, key, value)
     return config_from_dict(tree, recipe=config.recipe)

@@ -1,7 +1,7 @@
 """TaskModel = encoder (backbone) + what the head sees (features) + the task's head."""
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import torch
 from torch import nn
@@ -15,6 +15,10 @@ class LastHiddenState(nn.Module):
 
     def forward(self, encoder_outputs: Any) -> torch.Tensor:
         return encoder_outputs.last_hidden_state  # Shape: [batch, seq, hidden]
+
+
+def _no_group(name: str) -> Optional[str]:
+    return None
 
 
 class TaskModel(nn.Module):
@@ -53,6 +57,8 @@ class TaskModel(nn.Module):
         self._fresh = {id(named[name]) for name in new_parameters}
         self.encoder_trains = encoder_trains
         self.encoder_lr_scale = encoder_lr_scale  # the optimiser gives the encoder this multiple of the learning rate
+        # parameter name -> report group of what a strategy added (set by the assembly from the strategy)
+        self.added_group: Callable[[str], Optional[str]] = _no_group
 
     @property
     def new_parameters(self) -> tuple[str, ...]:

@@ -13,16 +13,11 @@ DECODER = re.compile(r"^backbone\.(?:model\.)?decoder\.")
 
 
 def group_of(name: str) -> str:
-    """'backbone.encoder.layer.3.attention...' -> 'layer 3'; a seq2seq decoder's parts get 'decoder '
-    groups; adapters, LoRA and the layer mix get their own groups."""
-    if DECODER.match(name) and "lora_" not in name:
+    """Where a parameter of the network sits: 'backbone.encoder.layer.3.attention...' -> 'layer 3';
+    a seq2seq decoder's parts get 'decoder ' groups; the task's head is 'head'. (What a strategy
+    adds is grouped by the strategy: ``Strategy.parameter_group``.)"""
+    if DECODER.match(name):
         return "decoder " + _stack_group(name)
-    if name.startswith("adapters."):
-        return "adapters"
-    if "lora_" in name:
-        return "lora"
-    if name.startswith("features."):
-        return "layer_mix"
     if name.startswith("head."):
         return "head"
     return _stack_group(name)
@@ -38,10 +33,12 @@ def _stack_group(name: str) -> str:
 
 
 def parameter_report(model: nn.Module) -> dict:
-    """{'total', 'trainable', 'trainable_percent', 'groups': {group: {'total', 'trainable'}}}."""
+    """{'total', 'trainable', 'trainable_percent', 'groups': {group: {'total', 'trainable'}}}; a
+    TaskModel's strategy names the groups of what it added (adapters, LoRA, ...)."""
+    added_group = getattr(model, "added_group", None) or (lambda name: None)
     groups: "OrderedDict[str, dict[str, int]]" = OrderedDict()
     for name, parameter in model.named_parameters():
-        entry = groups.setdefault(group_of(name), {"total": 0, "trainable": 0})
+        entry = groups.setdefault(added_group(name) or group_of(name), {"total": 0, "trainable": 0})
         entry["total"] += parameter.numel()
         if parameter.requires_grad:
             entry["trainable"] += parameter.numel()

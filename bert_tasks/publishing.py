@@ -2,13 +2,13 @@
 
 Two formats, chosen by what the run trained:
 
-- ``transformers``: ``full`` and ``last_n`` runs, and LoRA runs with the update merged into the
-  weights, become a stock model (``AutoModelForSequenceClassification``,
-  ``...TokenClassification``, ``...QuestionAnswering``, ``EncoderDecoderModel`` or the native
-  seq2seq class) that transformers and ``pipeline(...)`` load with no bert_tasks installed.
-- ``bert_tasks``: adapter and layer-mix runs (and heads transformers has no class for, e.g.
-  mean pooling) hold only the trained weights plus the base checkpoint's reference and hash;
-  ``bert_tasks.load(DIR)`` rebuilds the model.
+- ``transformers``: runs whose strategy adds no modules (or merges them into the weights, e.g.
+  LoRA) become the stock model the task names (``Task.to_stock``: e.g. an
+  ``AutoModelForSequenceClassification`` or an encoder-decoder) that transformers and
+  ``pipeline(Task.pipeline_tag, ...)`` load with no bert_tasks installed.
+- ``bert_tasks``: small-save runs (adapters, a layer mix, ...) hold only the trained weights plus
+  the base checkpoint's reference and hash; heads transformers has no class for (e.g. mean
+  pooling) hold every weight. ``bert_tasks.load(DIR)`` rebuilds the model.
 
 Both carry the tokenizer, the training config, the task state, the metrics and a model card
 (``README.md``) whose YAML metadata holds a ``model-index`` with the evaluation results.
@@ -19,43 +19,22 @@ import json
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Optional
 
-import torch
 from safetensors.torch import load_file, save_file
-from transformers import (
-    AutoConfig,
-    AutoModelForQuestionAnswering,
-    AutoModelForSequenceClassification,
-    AutoModelForTokenClassification,
-    AutoTokenizer,
-    PreTrainedModel,
-)
+from transformers import AutoConfig, AutoTokenizer
 
 from .assembly import Assembly, build_model, build_task
-from .config import RunConfig, _plain, config_from_dict, save_config
+from .config import RunConfig, save_config
 from .errors import BertTasksError
-from .model import TaskModel
-from .rundir import BASE_FILE, BEST_DIR, TASK_FILE, TRAINED_FILE, load_trained, read_config_file, rebuild_small_save
 from .publishing_card import model_card
+from .rundir import BASE_FILE, BEST_DIR, TASK_FILE, TRAINED_FILE, load_trained, read_config_file, rebuild_small_save
 from .summary import RunSummary
 
 TRAINING_CONFIG_FILE = "training_config.yaml"
-EXPORT_FILE = "bert_tasks_export.json"  # {"format": "transformers" | "bert_tasks", ...}
+EXPORT_FILE = "bert_tasks_export.json"  # {"format": "transformers" | "bert_tasks", "merged": bool, ...}
 METRICS_FILE = "metrics.json"
 OUR_WEIGHTS_FILE = "bert_tasks_model.safetensors"  # bert_tasks format with every weight (no stock class)
-
-STOCK_CLASSES = {
-    "classification": AutoModelForSequenceClassification,
-    "tagging": AutoModelForTokenClassification,
-    "span_qa": AutoModelForQuestionAnswering,
-}
-PIPELINE_TAGS = {
-    "classification": "text-classification",
-    "tagging": "token-classification",
-    "span_qa": "question-answering",
-    "seq2seq": "text2text-generation",
-}
 
 
 @dataclass
@@ -63,72 +42,6 @@ class Export:
     folder: Path
     format: str  # 'transformers' or 'bert_tasks'
     reason: str  # why this format
-
-
-def _stock_state(model: TaskModel, prefix: str) -> dict[str, torch.Tensor]:
-    """Our parameter names -> the stock class's: backbone.X -> bert.X, head.pooler.X -> bert.pooler.X, head.X -> X."""
-    state = {}
-    for name, tensor in model.state_dict().items():
-        if name.startswith("backbone."):
-            state[f"{prefix}.{name[len('backbone.'):]}"] = tensor
-        elif name.startswith("head.pooler."):
-            state[f"{prefix}.pooler.{name[len('head.pooler.'):]}"] = tensor
-        elif name.startswith("head."):
-            state[name[len("head."):]] = tensor
-        else:
-            return {}  # e.g. adapters or a layer mix: no stock equivalent
-    return state
-
-
-def _our_state(stock: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
-    """The inverse of ``_stock_state``."""
-    state = {}
-    for name, tensor in stock.items():
-        if name.startswith(f"{prefix}.pooler."):
-            state[f"head.pooler.{name[len(prefix) + len('.pooler.'):]}"] = tensor
-        elif name.startswith(f"{prefix}."):
-            state[f"backbone.{name[len(prefix) + 1:]}"] = tensor
-        else:
-            state[f"head.{name}"] = tensor
-    return state
-
-
-def _labelled_config(assembly: Assembly) -> Any:
-    """The encoder config with what the stock head class needs: labels, problem type."""
-    config = assembly.model.backbone.config.__class__.from_dict(assembly.model.backbone.config.to_dict())
-    task = assembly.task
-    labels = getattr(task, "labels", None)
-    if getattr(task, "regression", False):
-        config.num_labels, config.problem_type = 1, "regression"
-        config.id2label, config.label2id = {0: "score"}, {"score": 0}
-    elif labels:
-        config.num_labels = len(labels)
-        config.id2label = dict(enumerate(labels))
-        config.label2id = {label: i for i, label in enumerate(labels)}
-        if task.registered_name == "classification":
-            config.problem_type = "single_label_classification"
-    return config
-
-
-def to_stock_model(assembly: Assembly) -> tuple[Optional[PreTrainedModel], str]:
-    """The run's model as a stock transformers model (weights identical), or None and why not."""
-    model, task_name = assembly.model, assembly.task.registered_name
-    if task_name == "seq2seq":
-        return model.backbone, "the encoder-decoder is a stock transformers model"
-    stock_class = STOCK_CLASSES.get(task_name)
-    if stock_class is None:
-        return None, f"no transformers class for task {task_name!r}"
-    if getattr(assembly.task.config, "pooling", "cls") != "cls":
-        return None, "mean pooling has no transformers class"
-    config = _labelled_config(assembly)
-    stock = stock_class.from_config(config)
-    state = _stock_state(model, stock.base_model_prefix)
-    if not state:
-        return None, f"strategy {assembly.strategy.describe()} adds modules transformers does not have"
-    missing, unexpected = stock.load_state_dict(state, strict=False)
-    if missing or unexpected:
-        return None, f"{type(stock).__name__} does not match the model ({len(missing)} missing, {len(unexpected)} unexpected weights)"
-    return stock, f"{type(stock).__name__} holds every weight"
 
 
 def publish(run_dir: Path, out: Path, license: str = "apache-2.0", push: Optional[str] = None, private: bool = False) -> Export:
@@ -139,14 +52,14 @@ def publish(run_dir: Path, out: Path, license: str = "apache-2.0", push: Optiona
     if out.exists() and any(out.iterdir()):
         raise BertTasksError(f"--out {out}: the folder exists and is not empty; choose a new one")
     out.mkdir(parents=True, exist_ok=True)
-    strategy = assembly.strategy
-    merged = hasattr(strategy, "merge")
-    if merged:  # LoRA: fold the update into the weights; the export is a plain model
+    strategy, task = assembly.strategy, assembly.task
+    merged = strategy.mergeable
+    if merged:  # e.g. LoRA: fold the update into the weights; the export is a plain model
         strategy.merge(assembly.model)
     if strategy.small_save and not merged:
         stock, reason = None, f"strategy {strategy.describe()} adds weights that transformers models do not have"
     else:
-        stock, reason = to_stock_model(assembly)
+        stock, reason = task.to_stock(assembly.model)
     if stock is not None:
         stock.save_pretrained(str(out))
         export_format = "transformers"
@@ -164,11 +77,11 @@ def publish(run_dir: Path, out: Path, license: str = "apache-2.0", push: Optiona
     shutil.copy2(run_dir / TASK_FILE, out / TASK_FILE)
     (out / METRICS_FILE).write_text(json.dumps({"eval": summary.eval, "best_metric": summary.best_metric, "best_value": summary.best_value}, indent=2))
     export = {"format": export_format, "reason": reason, "task": config.task.name, "strategy": strategy.describe(),
-              "pipeline_tag": PIPELINE_TAGS.get(config.task.name)}
+              "pipeline_tag": task.pipeline_tag, "merged": merged}
     if stock is not None:
         export["class"] = type(stock).__name__
     (out / EXPORT_FILE).write_text(json.dumps(export, indent=2))
-    (out / "README.md").write_text(model_card(config, summary, export, out.name, license))
+    (out / "README.md").write_text(model_card(config, summary, export, out.name, license, task))
     if push:
         push_folder(out, push, private)
     return Export(out, export_format, reason)
@@ -203,18 +116,14 @@ def load_published(folder: Path) -> tuple[RunConfig, Assembly]:
     if export["format"] == "bert_tasks" and (folder / BASE_FILE).is_file():
         assembly = rebuild_small_save(config, task, tokenizer, folder)
     else:
-        # the weights hold everything; strategy-added modules (e.g. merged LoRA) are already folded in
-        plain = config_from_dict({**_plain(config.to_dict()), "strategy": {"name": "full"}}, recipe=config.recipe)
+        # the weights hold everything; a merged strategy's modules (e.g. LoRA) are folded in, so the
+        # plain network takes them (folders from before "merged" was recorded hold plain networks too)
         network_config = AutoConfig.from_pretrained(str(folder))
-        assembly = build_model(plain, task, tokenizer, network_config)
+        assembly = build_model(config, task, tokenizer, network_config, apply_strategy=not export.get("merged", True))
         if export["format"] == "bert_tasks":
             state = load_file(str(folder / OUR_WEIGHTS_FILE))
         else:
-            stock = load_file(str(folder / "model.safetensors"))
-            if config.task.name == "seq2seq":
-                state = {f"backbone.{k}": v for k, v in stock.items()}
-            else:
-                state = _our_state(stock, assembly.model.backbone.base_model_prefix)
+            state = task.from_stock(load_file(str(folder / "model.safetensors")), assembly.model)
         missing, unexpected = assembly.model.load_state_dict(state, strict=False)
         tied = {name for name, _ in assembly.model.named_parameters(remove_duplicate=False)} - {name for name, _ in assembly.model.named_parameters()}
         real_missing = [m for m in missing if m not in tied and "pooler" not in m]

@@ -58,39 +58,26 @@ def metadata(config: RunConfig, summary: RunSummary, export: dict[str, Any], nam
     return meta
 
 
-def _usage(config: RunConfig, export: dict[str, Any], name: str) -> str:
+def _usage(task: Any, export: dict[str, Any], name: str) -> str:
     if export["format"] == "transformers":
-        cls = export.get("class", "AutoModel")
-        if config.task.name == "seq2seq":
-            return (
-                "```python\n"
-                f"from transformers import AutoTokenizer, {cls}\n\n"
-                f'tokenizer = AutoTokenizer.from_pretrained("{name}")\n'
-                f'model = {cls}.from_pretrained("{name}")\n'
-                'inputs = tokenizer(["A dialogue to summarise ..."], return_tensors="pt")\n'
-                "print(tokenizer.batch_decode(model.generate(**inputs), skip_special_tokens=True))\n"
-                "```\n"
-            )
         return (
-            "```python\n"
-            "from transformers import pipeline\n\n"
-            f'model = pipeline("{export["pipeline_tag"]}", model="{name}")\n'
-            "```\n\n"
+            f"```python\n{task.stock_usage(name, export.get('class', 'AutoModel'))}```\n\n"
             "or with bert_tasks (same predictions, task-aware decoding):\n\n"
             "```python\nimport bert_tasks\n\n"
             f'model = bert_tasks.load("{name}")   # a local folder\n'
             "```\n"
         )
     return (
-        "This folder holds only the weights the run trained (adapters, a layer mix, ...) and a\n"
-        "reference to the base checkpoint with its sha256; bert_tasks rebuilds the model:\n\n"
+        "This folder holds the weights in bert_tasks' own layout (for adapters, a layer mix, ... only the\n"
+        "trained ones, with a reference to the base checkpoint and its sha256); bert_tasks rebuilds the model:\n\n"
         "```python\nimport bert_tasks\n\n"
         f'model = bert_tasks.load("{name}")   # a local folder (download it first)\n'
         "```\n"
     )
 
 
-def model_card(config: RunConfig, summary: RunSummary, export: dict[str, Any], name: str, license: str) -> str:
+def model_card(config: RunConfig, summary: RunSummary, export: dict[str, Any], name: str, license: str, task: Any) -> str:
+    """The README.md of a published folder; ``task`` (the run's Task) says how its stock export loads."""
     meta = metadata(config, summary, export, name, license)
     train = config.train
     rows = "\n".join(f"| {key} | {value:.4f} |" for key, value in summary.eval.items() if isinstance(value, (int, float)))
@@ -127,5 +114,5 @@ The full configuration is in `training_config.yaml`; the metrics in `metrics.jso
 
 ## How to load
 
-{_usage(config, export, name)}"""
+{_usage(task, export, name)}"""
     return "---\n" + yaml.safe_dump(meta, sort_keys=False) + "---\n\n" + body

@@ -7,12 +7,17 @@ A plug-in registers itself where it is defined, with one decorator::
 
 and every module inside ``bert_tasks/tasks`` and ``bert_tasks/strategies`` is
 imported on start-up, so adding a plug-in is one file and nothing else.
+
+Plug-ins outside the package are found two ways: a recipe's ``plugins: [my_pkg.my_task]``
+(modules imported before the names are looked up, and saved with the run), or an installed
+distribution's entry points in the groups ``bert_tasks.tasks`` / ``bert_tasks.strategies``.
 """
 from __future__ import annotations
 
 import importlib
+import importlib.metadata
 import pkgutil
-from typing import Any, Callable, Generic, TypeVar
+from typing import Any, Callable, Generic, Sequence, TypeVar
 
 from .errors import ConfigError
 
@@ -39,13 +44,19 @@ class Registry(Generic[T]):
         return decorate
 
     def _load_all(self) -> None:
-        """Import every module of the plug-in package so their decorators run."""
+        """Import every module of the plug-in package, and every installed entry point of the group
+        of the same name, so their decorators run."""
         if self._loaded:
             return
         self._loaded = True
         package = importlib.import_module(self._package)
         for module in pkgutil.iter_modules(package.__path__):
             importlib.import_module(f"{self._package}.{module.name}")
+        for entry in importlib.metadata.entry_points(group=self._package):
+            try:
+                entry.load()
+            except Exception as error:  # a broken installed plug-in: one line naming it
+                raise ConfigError(f"entry point {entry.name} = {entry.value} (group {self._package}): cannot be loaded ({_first_line(error)})") from None
 
     def names(self) -> list[str]:
         self._load_all()
@@ -66,6 +77,19 @@ class Registry(Generic[T]):
     def build(self, config: Any, *args: Any, **kwargs: Any) -> T:
         """Instantiate the plug-in named by ``config.name`` with its config."""
         return self.plugin_class(config.name)(config, *args, **kwargs)
+
+
+def _first_line(error: BaseException) -> str:
+    return f"{type(error).__name__}: {(str(error).strip().splitlines() or [''])[0][:200]}"
+
+
+def import_plugins(modules: Sequence[str], key: str = "plugins") -> None:
+    """Import the modules a recipe names under ``plugins`` (each registers tasks or strategies)."""
+    for number, module in enumerate(modules):
+        try:
+            importlib.import_module(module)
+        except Exception as error:
+            raise ConfigError(f"{key}[{number}]: cannot import module {module!r} ({_first_line(error)}); it must be importable, e.g. installed or on PYTHONPATH") from None
 
 
 TASKS: Registry = Registry("task", "bert_tasks.tasks")

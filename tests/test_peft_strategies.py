@@ -163,10 +163,36 @@ class FirstTokenHead(nn.Module):
         return self.out(hidden[:, 0])  # Shape: [batch, 2]
 
 
+# Where each family keeps its layers, the LayerNorms of a layer, and the attention query/value projections.
+FAMILY_LAYOUT = {
+    "roberta": (r"backbone\.encoder\.layer\.{i}\.", r"(attention\.output|output)\.LayerNorm", r"attention\.self\.(query|value)"),
+    "electra": (r"backbone\.encoder\.layer\.{i}\.", r"(attention\.output|output)\.LayerNorm", r"attention\.self\.(query|value)"),
+    "distilbert": (r"backbone\.transformer\.layer\.{i}\.", r"(sa_layer_norm|output_layer_norm)", r"attention\.(q_lin|v_lin)"),
+}
+# strategy -> the regex of exactly the parameters that train, in a 2-layer stack (filled in per family)
+FAMILY_TRAINABLE = {
+    "bottleneck": r"adapters\.layer[01]_(ffn|attention)\.(down|up)\.(weight|bias)|{layer01}{norms}\.(weight|bias)|head\.out\.(weight|bias)",
+    "last_n": r"{layer1}.*|head\.out\.(weight|bias)",
+    "layer_mix": r"features\.(weights|gamma)|head\.out\.(weight|bias)",
+    "lora": r"{layer01}{query_value}\.lora_[AB]\.default\.weight|head\.out\.(weight|bias)",
+}
+
+FAMILY_TRAINABLE_COUNT = {
+    "bottleneck": 2 * 2 * 2 * 2 + 2 * 2 * 2 + 2,  # layers x sites x (down, up) x (weight, bias) + layers x LayerNorms x 2 + head
+    "last_n": 16 + 2,  # the top layer's 16 tensors + head
+    "layer_mix": 2 + 2,
+    "lora": 2 * 2 * 2 + 2,  # layers x (query, value) x (A, B) + head
+}
+
+
 @pytest.mark.parametrize("family", ["roberta", "electra", "distilbert"])
-@pytest.mark.parametrize("strategy", [{"name": "bottleneck"}, {"name": "last_n", "n": 1}, {"name": "layer_mix"}, {"name": "lora", "target_modules": ["query", "value", "q_lin", "v_lin"]}])
+@pytest.mark.parametrize("strategy", [{"name": "bottleneck"}, {"name": "last_n", "n": 1}, {"name": "layer_mix"}, {"name": "lora", "target_modules": ["query", "value", "q_lin", "v_lin"]}],
+                         ids=lambda strategy: strategy["name"])
 def test_strategies_find_their_modules_in_other_encoder_families(family, strategy):
-    """Structure, not names from BERT: RoBERTa, ELECTRA and DistilBERT layouts work too."""
+    """Structure, not names from BERT: in RoBERTa, ELECTRA and DistilBERT layouts exactly the
+    expected parameters train, and exactly those get gradients (the injected modules are in the graph)."""
+    import re
+
     from transformers import AutoConfig, AutoModel
 
     from bert_tasks.config import build_dataclass
@@ -186,4 +212,10 @@ def test_strategies_find_their_modules_in_other_encoder_families(family, strateg
     logits = model(input_ids=ids, attention_mask=torch.ones_like(ids))
     logits.sum().backward()
     assert logits.shape == (2, 2)
-    assert any(p.grad is not None for n, p in model.named_parameters() if not n.startswith("head."))
+    layer, norms, query_value = FAMILY_LAYOUT[family]
+    pattern = FAMILY_TRAINABLE[strategy["name"]].format(layer01=layer.format(i="[01]"), layer1=layer.format(i="1"), norms=norms, query_value=query_value)
+    names = [name for name, _ in model.named_parameters()]
+    expected = {name for name in names if re.fullmatch(pattern, name)}
+    assert {name for name, p in model.named_parameters() if p.requires_grad} == expected
+    assert {name for name, p in model.named_parameters() if p.grad is not None} == expected
+    assert len(expected) == FAMILY_TRAINABLE_COUNT[strategy["name"]]  # injected modules exist in every layer, not just match

@@ -1,9 +1,14 @@
-"""What every tuning strategy provides. A strategy knows nothing about tasks."""
+"""What every tuning strategy provides. A strategy knows nothing about tasks.
+
+Comparisons, parameter reports and publishing ask the strategy what they need
+(``default_learning_rates``, ``parameter_group``, ``mergeable`` / ``merge``), so none of
+them names a strategy; each attribute has a neutral default here.
+"""
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 from ..model import TaskModel
 
@@ -22,6 +27,11 @@ class Strategy(ABC):
     small_save: bool = False
     # options always shown in tables (others only when they differ from their defaults)
     label_keys: tuple[str, ...] = ()
+    # The learning rates `bert-tasks compare` tries when a recipe gives none; empty: the recipe must.
+    default_learning_rates: tuple[float, ...] = ()
+    # True: ``merge`` folds what the strategy added into the pretrained weights, leaving a plain
+    # network that publishing can export as a stock transformers model.
+    mergeable: bool = False
 
     def __init__(self, config: Any) -> None:
         self.config = config
@@ -35,6 +45,15 @@ class Strategy(ABC):
 
     def write_artifacts(self, model: TaskModel, run_dir: Path) -> None:
         """Files written beside the best checkpoint after training (plots, ...)."""
+
+    def parameter_group(self, name: str) -> Optional[str]:
+        """The parameter-report group of a parameter this strategy added (e.g. 'adapters'), or None
+        for the network's own parameters, which are grouped by where they sit (embeddings, layer k, head)."""
+        return None
+
+    def merge(self, model: TaskModel) -> None:
+        """Fold the strategy's trained weights into the pretrained ones (only when ``mergeable``)."""
+        raise NotImplementedError(f"strategy {self.registered_name!r} cannot be merged into the base weights")
 
     def describe(self) -> str:
         """Short human label for tables: the name and the options that differ from their defaults."""

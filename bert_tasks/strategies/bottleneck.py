@@ -78,6 +78,10 @@ def _adapt_output(module: nn.Module, adapter: BottleneckAdapter) -> None:
 class Bottleneck(Strategy):
     small_save = True
     label_keys = ("placement", "reduction_factor")
+    default_learning_rates = (3e-4, 1e-3, 3e-3)  # new modules need far higher rates than pretrained weights
+
+    def parameter_group(self, name: str) -> Optional[str]:
+        return "adapters" if name.startswith("adapters.") else None
 
     def describe(self) -> str:
         label = super().describe()

@@ -24,6 +24,8 @@ class FullConfig:
 class Full(Strategy):
     """Every parameter trains (but an encoder the task keeps frozen)."""
 
+    default_learning_rates = (2e-5, 5e-5, 1e-4)  # tuning pretrained weights wants small steps
+
     def apply(self, model: TaskModel) -> None:
         model.requires_grad_(True)
         model.train_new_parts()
@@ -45,6 +47,7 @@ class LastN(Strategy):
     the decoder of a seq2seq model) and the head train."""
 
     label_keys = ("n",)
+    default_learning_rates = (5e-5, 1e-4, 3e-4)
 
     def apply(self, model: TaskModel) -> None:
         model.backbone.requires_grad_(False)

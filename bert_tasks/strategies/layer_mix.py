@@ -71,6 +71,10 @@ class ScalarMix(nn.Module):
 class LayerMix(Strategy):
     small_save = True
     label_keys = ("encoder",)
+    default_learning_rates = (3e-4, 1e-3, 3e-3)  # a new mix and head need far higher rates than pretrained weights
+
+    def parameter_group(self, name: str) -> Optional[str]:
+        return "layer_mix" if name.startswith("features.") else None
 
     def apply(self, model: TaskModel) -> None:
         cfg = self.config

@@ -58,6 +58,11 @@ def default_targets(stack: nn.Module) -> list[str]:
 class Lora(Strategy):
     small_save = True
     label_keys = ("r",)
+    default_learning_rates = (3e-4, 1e-3, 3e-3)  # new low-rank updates need far higher rates than pretrained weights
+    mergeable = True
+
+    def parameter_group(self, name: str) -> Optional[str]:
+        return "lora" if "lora_" in name else None
 
     def apply(self, model: TaskModel) -> None:
         cfg = self.config

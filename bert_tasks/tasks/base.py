@@ -1,4 +1,9 @@
-"""What every task plug-in provides. A task knows nothing about tuning strategies."""
+"""What every task plug-in provides. A task knows nothing about tuning strategies.
+
+Publishing asks the task how its model exports to stock transformers (``pipeline_tag``,
+``stock_class``, ``to_stock`` / ``from_stock``, ``stock_usage``), so publishing never names
+a task; the defaults here say "no stock class: export in bert_tasks format".
+"""
 from __future__ import annotations
 
 import json
@@ -9,7 +14,7 @@ from typing import Any, Iterable, Optional
 import numpy as np
 import torch
 from torch import nn
-from transformers import AutoModel, PretrainedConfig, PreTrainedTokenizerBase
+from transformers import AutoModel, PretrainedConfig, PreTrainedModel, PreTrainedTokenizerBase
 
 from ..backbone import load_backbone, take_pooler
 from ..batching import IGNORE_INDEX, EncodedDataset, pad_stack
@@ -54,6 +59,11 @@ class Task(ABC):
     # True when rows' outputs differ in length for another reason (e.g. generated text): evaluation
     # pads them across processes with PAD_OUTPUT and the task strips that itself.
     outputs_vary_in_length: bool = False
+    # The Hub pipeline tag of this task's models (e.g. 'text-classification'); None: no pipeline fits.
+    pipeline_tag: Optional[str] = None
+    # The stock transformers class holding an encoder plus this task's head, weight for weight (e.g.
+    # AutoModelForSequenceClassification); None: models of this task publish in bert_tasks format.
+    stock_class: Optional[type] = None
 
     def __init__(self, config: Any, data: DataConfig, tokenizer: PreTrainedTokenizerBase) -> None:
         self.config = config
@@ -161,3 +171,69 @@ class Task(ABC):
         with atomic_output(Path(path)) as temporary, temporary.open("w", encoding="utf-8") as handle:
             for row in predictions:
                 handle.write(json.dumps(row) + "\n")
+
+    # -- publishing as a stock transformers model ----------------------------------
+    def stock_config(self, network_config: PretrainedConfig) -> PretrainedConfig:
+        """The network config with what ``stock_class`` needs from this task (labels, problem type)."""
+        return network_config.__class__.from_dict(network_config.to_dict())
+
+    def to_stock(self, model: TaskModel) -> tuple[Optional[PreTrainedModel], str]:
+        """The trained model as a ``stock_class`` model with identical weights, or (None, why not).
+        Default: the encoder becomes the stock model's base model and the head's weights keep their names."""
+        if self.stock_class is None:
+            return None, f"no transformers class for task {self.registered_name!r}"
+        stock = self.stock_class.from_config(self.stock_config(model.backbone.config))
+        state = stock_state_dict(model, stock.base_model_prefix)
+        if not state:
+            return None, f"the strategy adds modules {self.stock_class.__name__} does not have"
+        missing, unexpected = stock.load_state_dict(state, strict=False)
+        if missing or unexpected:
+            return None, f"{type(stock).__name__} does not match the model ({len(missing)} missing, {len(unexpected)} unexpected weights)"
+        return stock.to(next(model.parameters()).device), f"{type(stock).__name__} holds every weight"
+
+    def from_stock(self, stock: dict[str, torch.Tensor], model: TaskModel) -> dict[str, torch.Tensor]:
+        """The weights of a stock model ``to_stock`` wrote, under the TaskModel's names."""
+        return task_state_dict(stock, model.backbone.base_model_prefix)
+
+    def stock_usage(self, name: str, class_name: str) -> str:
+        """Python that loads the published stock model (the model card's "How to load")."""
+        if self.pipeline_tag:
+            return f'from transformers import pipeline\n\nmodel = pipeline("{self.pipeline_tag}", model="{name}")\n'
+        return f'from transformers import {class_name}\n\nmodel = {class_name}.from_pretrained("{name}")\n'
+
+
+def labelled_config(config: PretrainedConfig, labels: list[str]) -> PretrainedConfig:
+    """``config`` with the label names a stock head class reports (id2label / label2id)."""
+    config.num_labels = len(labels)
+    config.id2label = dict(enumerate(labels))
+    config.label2id = {label: i for i, label in enumerate(labels)}
+    return config
+
+
+def stock_state_dict(model: TaskModel, prefix: str) -> dict[str, torch.Tensor]:
+    """TaskModel names -> a stock head class's: backbone.X -> PREFIX.X, head.pooler.X -> PREFIX.pooler.X,
+    head.X -> X; empty when a weight has no place there (e.g. adapters or a layer mix)."""
+    state = {}
+    for name, tensor in model.state_dict().items():
+        if name.startswith("backbone."):
+            state[f"{prefix}.{name[len('backbone.'):]}"] = tensor
+        elif name.startswith("head.pooler."):
+            state[f"{prefix}.pooler.{name[len('head.pooler.'):]}"] = tensor
+        elif name.startswith("head."):
+            state[name[len("head."):]] = tensor
+        else:
+            return {}
+    return state
+
+
+def task_state_dict(stock: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    """The inverse of ``stock_state_dict``."""
+    state = {}
+    for name, tensor in stock.items():
+        if name.startswith(f"{prefix}.pooler."):
+            state[f"head.pooler.{name[len(prefix) + len('.pooler.'):]}"] = tensor
+        elif name.startswith(f"{prefix}."):
+            state[f"backbone.{name[len(prefix) + 1:]}"] = tensor
+        else:
+            state[f"head.{name}"] = tensor
+    return state

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from scipy.special import softmax
 from torch import nn
-from transformers import PretrainedConfig, PreTrainedTokenizerBase
+from transformers import AutoModelForSequenceClassification, PretrainedConfig, PreTrainedModel, PreTrainedTokenizerBase
 
 from .. import metrics
 from ..batching import EncodedDataset, collate_tokens
@@ -25,7 +25,8 @@ from ..data import Split
 from ..errors import ConfigError, DataError
 from ..ranges import check_range
 from ..registry import TASKS
-from .base import Task, head_dropout, initializer_range
+from ..model import TaskModel
+from .base import Task, head_dropout, initializer_range, labelled_config
 
 
 @dataclass(frozen=True)
@@ -86,6 +87,9 @@ class ClassificationHead(nn.Module):
 
 @TASKS.register("classification", ClassificationConfig)
 class Classification(Task):
+    pipeline_tag = "text-classification"
+    stock_class = AutoModelForSequenceClassification
+
     def __init__(self, config: ClassificationConfig, data: Any, tokenizer: PreTrainedTokenizerBase) -> None:
         super().__init__(config, data, tokenizer)
         self.labels: list[str] = list(config.labels) if config.labels else []
@@ -93,6 +97,22 @@ class Classification(Task):
     @property
     def regression(self) -> bool:
         return self.config.problem == "regression"
+
+    # -- publishing ------------------------------------------------------------------
+    def stock_config(self, network_config: PretrainedConfig) -> PretrainedConfig:
+        config = super().stock_config(network_config)
+        if self.regression:
+            config = labelled_config(config, ["score"])
+            config.problem_type = "regression"
+        else:
+            config = labelled_config(config, self.labels)
+            config.problem_type = "single_label_classification"
+        return config
+
+    def to_stock(self, model: TaskModel) -> tuple[Optional[PreTrainedModel], str]:
+        if self.config.pooling != "cls":
+            return None, "mean pooling has no transformers class"
+        return super().to_stock(model)
 
     # -- what the data defines ------------------------------------------------
     def fit(self, train: Split) -> None:

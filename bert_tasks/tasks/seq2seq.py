@@ -19,7 +19,7 @@ import datasets
 import numpy as np
 import torch
 import torch.nn.functional as F
-from transformers import PretrainedConfig, PreTrainedTokenizerBase
+from transformers import PretrainedConfig, PreTrainedModel, PreTrainedTokenizerBase
 
 from ..batching import IGNORE_INDEX, EncodedDataset, collate_tokens, pad_sequences
 from ..config import ModelConfig
@@ -80,6 +80,7 @@ class Seq2SeqConfig:
 @TASKS.register("seq2seq", Seq2SeqConfig)
 class Seq2Seq(Task):
     outputs_vary_in_length = True  # generated token ids
+    pipeline_tag = "text2text-generation"
 
     def __init__(self, config: Seq2SeqConfig, data: Any, tokenizer: PreTrainedTokenizerBase) -> None:
         super().__init__(config, data, tokenizer)
@@ -166,6 +167,25 @@ class Seq2Seq(Task):
             new_parameters=tuple(f"backbone.{name}" for name in fresh if name in names),
             encoder_trains=not self.config.freeze_encoder,
             encoder_lr_scale=self.config.encoder_lr_scale,
+        )
+
+    # -- publishing: the network is itself a stock model (EncoderDecoderModel, T5/BART...ForConditionalGeneration)
+    def to_stock(self, model: TaskModel) -> tuple[Optional[PreTrainedModel], str]:
+        outside = [name for name in model.state_dict() if not name.startswith("backbone.")]
+        if outside:
+            return None, f"the strategy adds modules transformers does not have ({outside[0]}, ...)"
+        return model.backbone, "the encoder-decoder is a stock transformers model"
+
+    def from_stock(self, stock: dict[str, torch.Tensor], model: TaskModel) -> dict[str, torch.Tensor]:
+        return {f"backbone.{name}": tensor for name, tensor in stock.items()}
+
+    def stock_usage(self, name: str, class_name: str) -> str:
+        return (
+            f"from transformers import AutoTokenizer, {class_name}\n\n"
+            f'tokenizer = AutoTokenizer.from_pretrained("{name}")\n'
+            f'model = {class_name}.from_pretrained("{name}")\n'
+            'inputs = tokenizer(["A dialogue to summarise ..."], return_tensors="pt")\n'
+            "print(tokenizer.batch_decode(model.generate(**inputs), skip_special_tokens=True))\n"
         )
 
     def loss_sum(self, outputs: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

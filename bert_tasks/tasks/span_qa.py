@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from scipy.special import softmax
 from torch import nn
-from transformers import PretrainedConfig, PreTrainedTokenizerBase
+from transformers import AutoModelForQuestionAnswering, PretrainedConfig, PreTrainedTokenizerBase
 
 from .. import squad_scoring
 from ..batching import EncodedDataset, collate_tokens
@@ -79,6 +79,8 @@ class SpanHead(nn.Module):
 @TASKS.register("span_qa", SpanQAConfig)
 class SpanQA(Task):
     outputs_per_token = True
+    pipeline_tag = "question-answering"
+    stock_class = AutoModelForQuestionAnswering
 
     def __init__(self, config: SpanQAConfig, data: Any, tokenizer: PreTrainedTokenizerBase) -> None:
         super().__init__(config, data, tokenizer)

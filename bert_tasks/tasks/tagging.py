@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from scipy.special import softmax
 from torch import nn
-from transformers import PretrainedConfig, PreTrainedTokenizerBase
+from transformers import AutoModelForTokenClassification, PretrainedConfig, PreTrainedTokenizerBase
 
 from .. import metrics
 from ..batching import IGNORE_INDEX, EncodedDataset, collate_tokens, pad_sequences
@@ -32,7 +32,7 @@ from ..data import Split
 from ..errors import ConfigError, DataError
 from ..ranges import check_range
 from ..registry import TASKS
-from .base import Task, head_dropout, initializer_range
+from .base import Task, head_dropout, initializer_range, labelled_config
 from .word_windows import context, plan_windows
 
 ENTITY_TAG = re.compile(r"^([BIES])-(.+)$")
@@ -84,6 +84,11 @@ def _tag_order(tag: str) -> tuple:
 @TASKS.register("tagging", TaggingConfig)
 class Tagging(Task):
     outputs_per_token = True
+    pipeline_tag = "token-classification"
+    stock_class = AutoModelForTokenClassification
+
+    def stock_config(self, network_config: PretrainedConfig) -> PretrainedConfig:
+        return labelled_config(super().stock_config(network_config), self.labels)
 
     def __init__(self, config: TaggingConfig, data: Any, tokenizer: PreTrainedTokenizerBase) -> None:
         super().__init__(config, data, tokenizer)
