@@ -44,15 +44,17 @@ def claim_run_dir(config: RunConfig) -> RunLock:
             f"{run_dir}: exists and is not a bert_tasks run folder (no {RUN_MARKER}); nothing was changed "
             "(output.overwrite only ever replaces a run folder) - pick another output.name or output.dir"
         )
-    if run_dir.is_dir() and holds_state(run_dir) and not config.train.resume and not config.output.overwrite:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if not (run_dir / RUN_MARKER).is_file():
+        atomic_files.write_json(run_dir / RUN_MARKER, {"tool": "bert_tasks", "created": time.time()})
+    lock = RunLock(run_dir).acquire()  # first: a folder in use is reported as such
+    if holds_state(run_dir) and not config.train.resume and not config.output.overwrite:
+        lock.release()
         raise BertTasksError(
             f"{run_dir}: already holds a run; continue it with train.resume=true, replace it with "
             "output.overwrite=true, or pick another output.name"
         )
-    run_dir.mkdir(parents=True, exist_ok=True)
-    if not (run_dir / RUN_MARKER).is_file():
-        atomic_files.write_json(run_dir / RUN_MARKER, {"tool": "bert_tasks", "created": time.time()})
-    return RunLock(run_dir).acquire()
+    return lock
 
 
 def remove_leftovers(run_dir: Path) -> None:

@@ -22,13 +22,18 @@ LOCK_FILE = "train.lock"
 
 
 def _process_exists(pid: int) -> bool:
+    """Whether ``pid`` runs on this host (a killed process its parent has not reaped yet does not)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:  # exists, owned by someone else
         return True
-    return True
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:  # no /proc (macOS): the signal check is all there is
+        return True
+    return "\nState:\tZ" not in status
 
 
 def _describe(holder: dict[str, Any]) -> str:
