@@ -144,6 +144,7 @@ FILE_CASES = [
     ("numbers.jsonl", b'{"text": "a", "label": "x"}\n{"text": 5, "label": "y"}\n', "numbers.jsonl, line 2: field 'text' is a number ('5'), but at line 1 it is text"),
     ("listlabel.jsonl", b'{"text": "a", "label": [1, 2]}\n{"text": "b", "label": "y"}\n', "listlabel.jsonl, line 2: field 'label' is text ('y'), but at line 1 it is a list"),
     ("object.json", json.dumps([{"text": "a", "label": 1}, {"text": {"nested": 1}, "label": 2}]).encode(), "object.json, row 2: field 'text' is an object"),
+    ("tokens.jsonl", b'{"tokens": ["a", "b"]}\n{"tokens": ["c", 3]}\n', "tokens.jsonl, line 2: item 2 of field 'tokens' is a number ('3'), but the items at line 1 are text"),
     ("bools.jsonl", b'{"text": "a", "label": 1}\n{"text": "b", "label": true}\n', "bools.jsonl, line 2: field 'label' is true/false"),
     ("fieldset.jsonl", b'{"text": "a", "label": 1}\n{"text": "b"}\n', "fieldset.jsonl, line 2: fields ['label'] differ from the first row's fields"),
     ("columns.txt", b"a NN I-NP O\nb NN O\n", "columns.txt, line 2: 3 columns, expected 4 like line 1"),
