@@ -512,6 +512,29 @@ def test_predict_writes_conll_beside_its_input_and_names_missing_columns(tagging
     assert not (tmp_path / "out.jsonl").exists()
 
 
+class _Seen(Exception):
+    """Stops the forward pass once its inputs were looked at."""
+
+
+def test_prediction_batches_go_where_the_model_is(tagging_run):
+    """With the model moved to another device (meta stands in for a GPU), every input the forward
+    pass receives is there too; the old predictor fed CPU tensors to a model wherever it was."""
+    from bert_tasks.predictor import load
+
+    predictor = load(tagging_run, device="cpu")
+    predictor.model.to("meta")
+    seen: list[torch.device] = []
+
+    def look(module, args, kwargs):
+        seen.extend(t.device for t in [*args, *kwargs.values()] if isinstance(t, torch.Tensor))
+        raise _Seen
+
+    predictor.model.register_forward_pre_hook(look, with_kwargs=True)
+    with pytest.raises(_Seen):
+        predictor.predict([["alice", "is", "in", "oslo"]])
+    assert seen and all(device.type == "meta" for device in seen) and predictor.device.type == "meta"
+
+
 def test_evaluate_on_a_missing_gpu_fails_before_loading(tagging_run):
     from bert_tasks.evaluation import evaluate_run
 
