@@ -561,3 +561,15 @@ def test_cli_closed_pipe_is_quiet():
     reader_gone = subprocess.run(f"{sys.executable} -m bert_tasks recipes | (exec 0<&-; true); echo $((PIPESTATUS[0]))",
                                  shell=True, executable="/bin/bash", capture_output=True, text=True, timeout=120)
     assert reader_gone.stderr == "" and reader_gone.stdout.strip() in ("0", "141")
+
+
+@pytest.mark.parametrize("what", ["missing", "empty-folder", "a-file"])
+def test_predict_from_something_that_is_not_a_run(tmp_path, what):
+    from bert_tasks.predictor import load
+
+    target = {"missing": tmp_path / "nope", "empty-folder": tmp_path, "a-file": tmp_path / "f.txt"}[what]
+    if what == "a-file":
+        target.write_text("x")
+    with pytest.raises(BertTasksError) as error:
+        load(target, device="cpu")
+    _one_line(error.value, f"{target}: not a run directory (no config.yaml)")
