@@ -121,7 +121,7 @@ def load_split(
 ) -> Split:
     """Read one split: a local file if ``source`` looks like one, else a split of ``dataset``."""
     if Path(source).is_dir():
-        raise DataError(f"data.{name}={source!r}: is a folder, expected a file")
+        check_is_file(Path(source), f"data.{name}")
     if dataset == DEMO_DATASET and not is_local_file(source):
         return read_file(name, DEMO_DIR / f"{source}.csv")
     if is_local_file(source):
