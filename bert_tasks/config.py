@@ -81,7 +81,7 @@ class TrainConfig:
         check_range("train.epochs", self.epochs, 0, low_open=True)
         for key in ("batch_size", "eval_batch_size", "gradient_accumulation_steps", "log_every"):
             check_range(f"train.{key}", getattr(self, key), 1)
-        check_range("train.learning_rate", self.learning_rate, 0, low_open=True)
+        check_range("train.learning_rate", self.learning_rate, 0, hint="0 keeps every weight as it is")
         check_range("train.weight_decay", self.weight_decay, 0)
         check_range("train.adam_epsilon", self.adam_epsilon, 0, low_open=True)
         check_range("train.warmup_steps", self.warmup_steps, 0)

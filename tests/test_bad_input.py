@@ -37,9 +37,9 @@ def _one_line(error: BaseException, *parts: str) -> None:
 
 # -- config: every numeric key's range, names, run folders -------------------------------------
 CONFIG_CASES = [
-    ("train.learning_rate=-1e-5", "train.learning_rate: must be above 0, got -1e-05"),
-    ("train.learning_rate=0", "train.learning_rate: must be above 0"),
-    ("train.learning_rate=.nan", "train.learning_rate: must be above 0, got nan"),
+    ("train.learning_rate=-1e-5", "train.learning_rate: must be 0 or more, got -1e-05"),
+    ("train.learning_rate=-.inf", "train.learning_rate: must be 0 or more, got -inf"),
+    ("train.learning_rate=.nan", "train.learning_rate: must be 0 or more, got nan"),
     ("train.adam_epsilon=-1e-8", "train.adam_epsilon: must be above 0"),
     ("train.adam_epsilon=0", "train.adam_epsilon: must be above 0"),
     ("train.seed=-1", "train.seed: must be in [0, 4294967295], got -1"),

@@ -50,6 +50,6 @@ def test_bad_conll_file_is_one_line(tmp_path, tiny_checkpoint):
     dev = tmp_path / "dev.txt"
     done = _train_on_files("conll2003", tiny_checkpoint, tmp_path, ("train.txt", "alice NN I-NP B-PER\nis NN I-NP O\n\noslo NN I-NP B-LOC\n"),
                            ("dev.txt", "-DOCSTART- -X- -X- O\n\nbob NN I-NP B-PER\nin NN I-NP O\ncairo NN B-LOC\n"),
-                           "task.max_length=64")  # the tiny model has 128 positions
+                           "task.max_length=64", "task.stride=16")  # the tiny model has 128 positions
     assert done.returncode == 2
     assert done.stderr.strip() == f"bert-tasks: error: {dev}, line 5: 3 columns, expected 4 like line 3 (tokens pos_tags chunk_tags ner_tags)"
