@@ -19,6 +19,7 @@ import yaml
 
 from .errors import ConfigError
 from .ranges import check_range
+from .text_files import read_text
 from .registry import STRATEGIES, TASKS
 
 
@@ -307,7 +308,7 @@ def load_recipe_tree(recipe: str | Path | dict[str, Any], overrides: list[str] |
     else:
         path = resolve_recipe(recipe)
         try:
-            tree = parse_yaml(path.read_text()) or {}
+            tree = parse_yaml(read_text(path)) or {}  # UTF-8 (BOM dropped), or a one-line error
         except yaml.YAMLError as error:
             mark = getattr(error, "problem_mark", None)
             where = f" line {mark.line + 1}" if mark else ""
