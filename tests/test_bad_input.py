@@ -226,6 +226,7 @@ CLASSIFICATION_CASES = [
     ("null-pair", {}, {"text_pair_column": "second"}, [{"text": "a", "second": "b", "label": "x"}, {"text": "a", "second": "b", "label": "y"}], "validation", [{"text": "a", "second": None, "label": "x"}], ["line 1: field 'second' must be text, got None"]),
     ("regression-word", {"problem": "regression", "metrics": ["pearson"]}, {}, [{"text": "a", "label": 1.0}], "train", [{"text": "a", "label": "1.5"}, {"text": "b", "label": "high"}], ["line 2: field 'label' must be a number for regression, got 'high'"]),
     ("regression-bool", {"problem": "regression", "metrics": ["pearson"]}, {}, [{"text": "a", "label": 1.0}], "train", [{"text": "a", "label": True}], ["line 1: field 'label' must be a number for regression, got True"]),
+    ("regression-all-unlabelled", {"problem": "regression", "metrics": ["pearson"]}, {}, [{"text": "a", "label": 1.0}], "validation", [{"text": "a", "label": -1.0}, {"text": "b", "label": -1.0}], ["every label in field 'label' is -1, the GLUE marker of an unlabelled file; validation data needs labels"]),
     ("regression-nan", {"problem": "regression", "metrics": ["pearson"]}, {}, [{"text": "a", "label": 1.0}], "train", [{"text": "a", "label": "nan"}], ["line 1: field 'label' must be a number for regression, got 'nan'"]),
 ]
 
