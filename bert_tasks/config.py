@@ -21,6 +21,7 @@ import yaml
 from .errors import ConfigError
 from .ranges import check_range
 from .registry import STRATEGIES, TASKS, import_plugins
+from .text_files import read_text
 
 
 @dataclass(frozen=True)
@@ -82,7 +83,7 @@ class TrainConfig:
         check_range("train.epochs", self.epochs, 0, low_open=True)
         for key in ("batch_size", "eval_batch_size", "gradient_accumulation_steps", "log_every"):
             check_range(f"train.{key}", getattr(self, key), 1)
-        check_range("train.learning_rate", self.learning_rate, 0, low_open=True)
+        check_range("train.learning_rate", self.learning_rate, 0, hint="0 keeps every weight as it is")
         check_range("train.weight_decay", self.weight_decay, 0)
         check_range("train.adam_epsilon", self.adam_epsilon, 0, low_open=True)
         check_range("train.warmup_steps", self.warmup_steps, 0)
@@ -315,7 +316,7 @@ def load_recipe_tree(recipe: str | Path | dict[str, Any], overrides: list[str] |
     else:
         path = resolve_recipe(recipe)
         try:
-            tree = parse_yaml(path.read_text()) or {}
+            tree = parse_yaml(read_text(path)) or {}  # UTF-8 (BOM dropped), or a one-line error
         except yaml.YAMLError as error:
             mark = getattr(error, "problem_mark", None)
             where = f" line {mark.line + 1}" if mark else ""

@@ -120,6 +120,8 @@ def load_split(
     conll_columns: Optional[Sequence[str]] = None,
 ) -> Split:
     """Read one split: a local file if ``source`` looks like one, else a split of ``dataset``."""
+    if Path(source).is_dir():
+        check_is_file(Path(source), f"data.{name}")
     if dataset == DEMO_DATASET and not is_local_file(source):
         return read_file(name, DEMO_DIR / f"{source}.csv")
     if is_local_file(source):
@@ -200,9 +202,11 @@ def _kind(value: Any) -> Optional[str]:
 
 
 def _check_field_kinds(split: Split, rows: list[dict[str, Any]], columns: list[str]) -> None:
-    """Every row's field must be the same kind of value as the first row that has it (text, number, list, ...)."""
+    """Every row's field must be the same kind of value as the first row that has it (text, number, list, ...),
+    and so must the items of list fields (a token list holding a number among texts)."""
     for column in columns:
         first: Optional[tuple[int, str]] = None
+        first_item: Optional[tuple[int, str]] = None
         for index, row in enumerate(rows):
             kind = _kind(row[column])
             if kind is None:
@@ -212,8 +216,24 @@ def _check_field_kinds(split: Split, rows: list[dict[str, Any]], columns: list[s
             elif kind != first[1]:
                 raise DataError(
                     f"{split.where(index)}: field {column!r} is {kind} ({str(row[column])[:40]!r}), "
-                    f"but at {split.where(first[0]).split(', ', 1)[-1]} it is {first[1]}; a column holds one kind of value"
+                    f"but at {_place(split, first[0])} it is {first[1]}; a column holds one kind of value"
                 )
+            for position, item in enumerate(row[column] if kind == "a list" else ()):
+                item_kind = _kind(item)
+                if item_kind is None:
+                    continue
+                if first_item is None:
+                    first_item = (index, item_kind)
+                elif item_kind != first_item[1]:
+                    raise DataError(
+                        f"{split.where(index)}: item {position + 1} of field {column!r} is {item_kind} ({str(item)[:40]!r}), "
+                        f"but the items at {_place(split, first_item[0])} are {first_item[1]}; a list holds one kind of value"
+                    )
+
+
+def _place(split: Split, index: int) -> str:
+    """'line N' / 'row N' of a row, without the file name (it was named already)."""
+    return split.where(index).removeprefix(f"{split.origin}, ")
 
 
 def _read_delimited(path: Path, delimiter: str, quoting: bool) -> tuple[list[dict[str, Any]], list[int]]:

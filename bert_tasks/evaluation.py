@@ -66,10 +66,9 @@ def evaluate_run(run_dir: Path, overrides: tuple[str, ...] = (), split: str = "v
     config = with_overrides(load_run_config(Path(run_dir)), overrides)
     if getattr(config.data, split, None) is None:
         raise BertTasksError(f"data.{split}: not set for this run; give data.{split}=PATH")
-    chosen = resolve_device(device)
-    if chosen.type == "cpu":
-        config = with_overrides(config, ["train.cpu=true"])
-    elif chosen.type == "cuda" and device.strip().lower().startswith("cuda:"):
+    chosen = resolve_device(device)  # the run's own train.cpu (how it trained) does not decide where it evaluates
+    config = with_overrides(config, [f"train.cpu={str(chosen.type == 'cpu').lower()}"])
+    if chosen.type == "cuda" and device.strip().lower().startswith("cuda:"):
         torch.cuda.set_device(chosen)  # Accelerate's single-process "cuda" is the current device
     rows = read_splits(config, (split,))[split]  # a bad file fails before the weights load
     config, assembly = load_trained(Path(run_dir), config)

@@ -26,9 +26,20 @@ def check_is_file(path: Path, key: str = "") -> None:
     """A clear error for a path that is missing or is a folder (``key``: the option that named it)."""
     label = f"{key}={str(path)!r}" if key else str(path)
     if Path(path).is_dir():
-        raise DataError(f"{label}: is a folder, expected a file")
+        raise DataError(f"{label}: is a folder, expected a file{_inside(Path(path))}")
     if not Path(path).is_file():
         raise DataError(f"{label}: no such file")
+
+
+def _inside(folder: Path) -> str:
+    """' (it holds a.parquet, b.parquet)': a hint at the file the user meant."""
+    try:
+        names = sorted(p.name for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
+    except OSError:
+        return ""
+    if not names:
+        return ""
+    return f" (it holds {', '.join(names[:3])}{', ...' if len(names) > 3 else ''})"
 
 
 def read_text(path: Path) -> str:

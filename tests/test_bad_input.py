@@ -37,9 +37,9 @@ def _one_line(error: BaseException, *parts: str) -> None:
 
 # -- config: every numeric key's range, names, run folders -------------------------------------
 CONFIG_CASES = [
-    ("train.learning_rate=-1e-5", "train.learning_rate: must be above 0, got -1e-05"),
-    ("train.learning_rate=0", "train.learning_rate: must be above 0"),
-    ("train.learning_rate=.nan", "train.learning_rate: must be above 0, got nan"),
+    ("train.learning_rate=-1e-5", "train.learning_rate: must be 0 or more, got -1e-05"),
+    ("train.learning_rate=-.inf", "train.learning_rate: must be 0 or more, got -inf"),
+    ("train.learning_rate=.nan", "train.learning_rate: must be 0 or more, got nan"),
     ("train.adam_epsilon=-1e-8", "train.adam_epsilon: must be above 0"),
     ("train.adam_epsilon=0", "train.adam_epsilon: must be above 0"),
     ("train.seed=-1", "train.seed: must be in [0, 4294967295], got -1"),
@@ -144,6 +144,7 @@ FILE_CASES = [
     ("numbers.jsonl", b'{"text": "a", "label": "x"}\n{"text": 5, "label": "y"}\n', "numbers.jsonl, line 2: field 'text' is a number ('5'), but at line 1 it is text"),
     ("listlabel.jsonl", b'{"text": "a", "label": [1, 2]}\n{"text": "b", "label": "y"}\n', "listlabel.jsonl, line 2: field 'label' is text ('y'), but at line 1 it is a list"),
     ("object.json", json.dumps([{"text": "a", "label": 1}, {"text": {"nested": 1}, "label": 2}]).encode(), "object.json, row 2: field 'text' is an object"),
+    ("tokens.jsonl", b'{"tokens": ["a", "b"]}\n{"tokens": ["c", 3]}\n', "tokens.jsonl, line 2: item 2 of field 'tokens' is a number ('3'), but the items at line 1 are text"),
     ("bools.jsonl", b'{"text": "a", "label": 1}\n{"text": "b", "label": true}\n', "bools.jsonl, line 2: field 'label' is true/false"),
     ("fieldset.jsonl", b'{"text": "a", "label": 1}\n{"text": "b"}\n', "fieldset.jsonl, line 2: fields ['label'] differ from the first row's fields"),
     ("columns.txt", b"a NN I-NP O\nb NN O\n", "columns.txt, line 2: 3 columns, expected 4 like line 1"),
@@ -225,6 +226,7 @@ CLASSIFICATION_CASES = [
     ("null-pair", {}, {"text_pair_column": "second"}, [{"text": "a", "second": "b", "label": "x"}, {"text": "a", "second": "b", "label": "y"}], "validation", [{"text": "a", "second": None, "label": "x"}], ["line 1: field 'second' must be text, got None"]),
     ("regression-word", {"problem": "regression", "metrics": ["pearson"]}, {}, [{"text": "a", "label": 1.0}], "train", [{"text": "a", "label": "1.5"}, {"text": "b", "label": "high"}], ["line 2: field 'label' must be a number for regression, got 'high'"]),
     ("regression-bool", {"problem": "regression", "metrics": ["pearson"]}, {}, [{"text": "a", "label": 1.0}], "train", [{"text": "a", "label": True}], ["line 1: field 'label' must be a number for regression, got True"]),
+    ("regression-all-unlabelled", {"problem": "regression", "metrics": ["pearson"]}, {}, [{"text": "a", "label": 1.0}], "validation", [{"text": "a", "label": -1.0}, {"text": "b", "label": -1.0}], ["every label in field 'label' is -1, the GLUE marker of an unlabelled file; validation data needs labels"]),
     ("regression-nan", {"problem": "regression", "metrics": ["pearson"]}, {}, [{"text": "a", "label": 1.0}], "train", [{"text": "a", "label": "nan"}], ["line 1: field 'label' must be a number for regression, got 'nan'"]),
 ]
 
@@ -511,6 +513,29 @@ def test_predict_writes_conll_beside_its_input_and_names_missing_columns(tagging
     assert not (tmp_path / "out.jsonl").exists()
 
 
+class _Seen(Exception):
+    """Stops the forward pass once its inputs were looked at."""
+
+
+def test_prediction_batches_go_where_the_model_is(tagging_run):
+    """With the model moved to another device (meta stands in for a GPU), every input the forward
+    pass receives is there too; the old predictor fed CPU tensors to a model wherever it was."""
+    from bert_tasks.predictor import load
+
+    predictor = load(tagging_run, device="cpu")
+    predictor.model.to("meta")
+    seen: list[torch.device] = []
+
+    def look(module, args, kwargs):
+        seen.extend(t.device for t in [*args, *kwargs.values()] if isinstance(t, torch.Tensor))
+        raise _Seen
+
+    predictor.model.register_forward_pre_hook(look, with_kwargs=True)
+    with pytest.raises(_Seen):
+        predictor.predict([["alice", "is", "in", "oslo"]])
+    assert seen and all(device.type == "meta" for device in seen) and predictor.device.type == "meta"
+
+
 def test_evaluate_on_a_missing_gpu_fails_before_loading(tagging_run):
     from bert_tasks.evaluation import evaluate_run
 
@@ -537,3 +562,15 @@ def test_cli_closed_pipe_is_quiet():
     reader_gone = subprocess.run(f"{sys.executable} -m bert_tasks recipes | (exec 0<&-; true); echo $((PIPESTATUS[0]))",
                                  shell=True, executable="/bin/bash", capture_output=True, text=True, timeout=120)
     assert reader_gone.stderr == "" and reader_gone.stdout.strip() in ("0", "141")
+
+
+@pytest.mark.parametrize("what", ["missing", "empty-folder", "a-file"])
+def test_predict_from_something_that_is_not_a_run(tmp_path, what):
+    from bert_tasks.predictor import load
+
+    target = {"missing": tmp_path / "nope", "empty-folder": tmp_path, "a-file": tmp_path / "f.txt"}[what]
+    if what == "a-file":
+        target.write_text("x")
+    with pytest.raises(BertTasksError) as error:
+        load(target, device="cpu")
+    _one_line(error.value, f"{target}: not a run directory (no config.yaml)")

@@ -25,12 +25,12 @@ def test_missing_local_checkpoint_folder(tmp_path):
     assert done.stderr.strip() == f"bert-tasks: error: model.checkpoint='{tmp_path}/nowhere': no such folder"
 
 
-def _train_on_files(recipe: str, checkpoint, folder, train: tuple[str, str], validation: tuple[str, str]) -> subprocess.CompletedProcess:
+def _train_on_files(recipe: str, checkpoint, folder, train: tuple[str, str], validation: tuple[str, str], *overrides: str) -> subprocess.CompletedProcess:
     """Train ``recipe`` on two small files written from (name, content)."""
     for name, content in (train, validation):
         (folder / name).write_text(content)
     return _cli("train", recipe, f"model.checkpoint={checkpoint}", "data.dataset=null",
-                f"data.train={folder / train[0]}", f"data.validation={folder / validation[0]}", f"output.dir={folder}")
+                f"data.train={folder / train[0]}", f"data.validation={folder / validation[0]}", f"output.dir={folder}", *overrides)
 
 
 def test_bad_data_file_is_one_line(tmp_path, tiny_checkpoint):
@@ -49,6 +49,7 @@ def test_python_m_lists_recipes():
 def test_bad_conll_file_is_one_line(tmp_path, tiny_checkpoint):
     dev = tmp_path / "dev.txt"
     done = _train_on_files("conll2003", tiny_checkpoint, tmp_path, ("train.txt", "alice NN I-NP B-PER\nis NN I-NP O\n\noslo NN I-NP B-LOC\n"),
-                           ("dev.txt", "-DOCSTART- -X- -X- O\n\nbob NN I-NP B-PER\nin NN I-NP O\ncairo NN B-LOC\n"))
+                           ("dev.txt", "-DOCSTART- -X- -X- O\n\nbob NN I-NP B-PER\nin NN I-NP O\ncairo NN B-LOC\n"),
+                           "task.max_length=64", "task.stride=16")  # the tiny model has 128 positions
     assert done.returncode == 2
     assert done.stderr.strip() == f"bert-tasks: error: {dev}, line 5: 3 columns, expected 4 like line 3 (tokens pos_tags chunk_tags ner_tags)"

@@ -157,9 +157,12 @@ class Classification(Task):
         column = self.data.label_column
         values = list(split.dataset[column])
         unlabelled_is_a_class = "-1" in (self.config.labels or ())
+        if self.regression:  # numbers are checked in _label_ids; -1 is a real score, unless every row has it
+            if values and all(str(v).strip() in ("-1", "-1.0") for v in values):
+                raise DataError(f"{split.origin}: every label in field {column!r} is -1, the GLUE marker of an unlabelled file; "
+                                f"{split.name} data needs labels (predict unlabelled files with `bert-tasks predict`)")
+            return values
         for index, value in enumerate(values):
-            if self.regression:
-                continue  # checked as numbers in _label_ids
             if not (value is None or isinstance(value, str) or (isinstance(value, (int, np.integer)) and not isinstance(value, bool))):
                 raise DataError(f"{split.where(index)}: field {column!r} must be one label (text or a whole number), got {str(value)[:60]!r}")
             if str(value).strip() == "-1" and not unlabelled_is_a_class:
