@@ -5,6 +5,7 @@ predict, publish) imports them too."""
 from __future__ import annotations
 
 import csv
+import json
 import os
 import subprocess
 import sys
@@ -54,6 +55,13 @@ def test_a_new_task_and_strategy_train_predict_publish_and_compare(tmp_path, tin
     assert export.format == "bert_tasks", export.reason
     assert bert_tasks.load(tmp_path / "published").predict(texts) == ours
     assert "first_token" in (tmp_path / "published" / "README.md").read_text()
+    # a fresh process finds the plug-ins through the published folder's training config alone
+    texts_file = tmp_path / "texts.jsonl"
+    texts_file.write_text("".join(f'{{"text": "{text}"}}\n' for text in texts))
+    done = subprocess.run([sys.executable, "-m", "bert_tasks", "predict", str(tmp_path / "published"), "--input", str(texts_file),
+                           "--output", str(tmp_path / "predictions.jsonl")], capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+    assert [json.loads(line)["label"] for line in (tmp_path / "predictions.jsonl").read_text().splitlines()] == [row["label"] for row in ours]
 
     # compare: the cell runs in its own process, which imports the plug-ins from the recipe
     recipe["compare"] = {"seeds": [1], "name": "toys", "strategies": [{"name": "bias_only"}]}  # no grid: the strategy's default rates
