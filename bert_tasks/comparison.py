@@ -15,8 +15,8 @@ Every (strategy, learning rate, seed) cell is an ordinary run in its own process
 memory is the cell's own) under ``OUTPUT/cells/``. Finished cells are skipped and
 interrupted ones resume from their last checkpoint, so re-running the command continues a
 comparison. A cell never outlives the comparison: stopping ``compare`` (Ctrl-C, SIGTERM, or on
-Linux even SIGKILL) stops the cell it is running. The report (``comparison_report``) picks each strategy's best learning rate by
-its mean over seeds.
+Linux even SIGKILL) stops the cell it is running. The report (``comparison_report``) picks
+each strategy's best learning rate by its mean over seeds.
 """
 from __future__ import annotations
 
@@ -34,7 +34,7 @@ from typing import Any, Callable, Iterator, Optional
 
 import yaml
 
-from .config import deep_copy_tree, set_dotted, build_dataclass, config_from_dict, load_recipe_tree, parse_overrides
+from .config import build_dataclass, config_from_dict, deep_copy_tree, load_recipe_tree, parse_overrides, set_dotted
 from .errors import BertTasksError, ConfigError
 from .registry import STRATEGIES
 from .rundir import CHECKPOINTS_DIR, SUMMARY_FILE

@@ -10,12 +10,6 @@ from .config import RunConfig
 from .summary import RunSummary
 
 DEFAULT_BASE_MODEL = "sentence-transformers/all-MiniLM-L6-v2"  # what model.checkpoint=default is
-TASK_NAMES = {
-    "text-classification": "Text Classification",
-    "token-classification": "Token Classification",
-    "question-answering": "Question Answering",
-    "text2text-generation": "Text2Text Generation",
-}
 
 
 def base_model(config: RunConfig) -> str:
@@ -49,7 +43,7 @@ def metadata(config: RunConfig, summary: RunSummary, export: dict[str, Any], nam
     meta["model-index"] = [{
         "name": name,
         "results": [{
-            "task": {"type": pipeline_tag, "name": TASK_NAMES.get(pipeline_tag or "", config.task.name)},
+            "task": {"type": pipeline_tag, "name": pipeline_tag.replace("-", " ").title() if pipeline_tag else config.task.name},
             "dataset": {"name": dataset_name(config), "type": data.dataset or "local",
                         **({"config": data.dataset_config} if data.dataset_config else {}), "split": str(data.validation)},
             "metrics": results,

@@ -5,7 +5,10 @@ predict, publish) imports them too."""
 from __future__ import annotations
 
 import csv
+import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import torch
@@ -52,6 +55,13 @@ def test_a_new_task_and_strategy_train_predict_publish_and_compare(tmp_path, tin
     assert export.format == "bert_tasks", export.reason
     assert bert_tasks.load(tmp_path / "published").predict(texts) == ours
     assert "first_token" in (tmp_path / "published" / "README.md").read_text()
+    # a fresh process finds the plug-ins through the published folder's training config alone
+    texts_file = tmp_path / "texts.jsonl"
+    texts_file.write_text("".join(f'{{"text": "{text}"}}\n' for text in texts))
+    done = subprocess.run([sys.executable, "-m", "bert_tasks", "predict", str(tmp_path / "published"), "--input", str(texts_file),
+                           "--output", str(tmp_path / "predictions.jsonl")], capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+    assert [json.loads(line)["label"] for line in (tmp_path / "predictions.jsonl").read_text().splitlines()] == [row["label"] for row in ours]
 
     # compare: the cell runs in its own process, which imports the plug-ins from the recipe
     recipe["compare"] = {"seeds": [1], "name": "toys", "strategies": [{"name": "bias_only"}]}  # no grid: the strategy's default rates
@@ -63,3 +73,22 @@ def test_a_new_task_and_strategy_train_predict_publish_and_compare(tmp_path, tin
     with (tmp_path / "runs" / "toys" / "report.csv").open() as handle:
         rows = list(csv.DictReader(handle))
     assert [(row["strategy"], float(row["best_lr"])) for row in rows] == [("bias_only", 1e-3)]
+
+
+def test_installed_plugins_are_found_by_entry_point(tmp_path):
+    """An installed distribution declaring ``[bert_tasks.strategies]`` / ``[bert_tasks.tasks]`` entry
+    points is loaded with no recipe key (here: a bare .dist-info folder on the path, as pip leaves it)."""
+    info = tmp_path / "toy_plugins-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: toy-plugins\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text("[bert_tasks.tasks]\nfirst_token = plugins.toy_task\n\n[bert_tasks.strategies]\nbias_only = plugins.toy_strategy\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(tmp_path), str(TESTS), str(TESTS.parent), os.environ.get("PYTHONPATH")]))}
+    code = "from bert_tasks.registry import STRATEGIES, TASKS; print(TASKS.names(), STRATEGIES.names())"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=False)
+    assert done.returncode == 0, done.stderr
+    assert "'first_token'" in done.stdout and "'bias_only'" in done.stdout
+    # a broken entry point is one line naming it
+    (info / "entry_points.txt").write_text("[bert_tasks.strategies]\nbroken = plugins.no_such_module\n")
+    done = subprocess.run([sys.executable, "-m", "bert_tasks", "train", "demo", "strategy.name=full"], capture_output=True, text=True, env=env, check=False)
+    assert done.returncode == 2 and done.stderr.strip().count("\n") == 0, done.stderr
+    assert "entry point broken = plugins.no_such_module (group bert_tasks.strategies)" in done.stderr

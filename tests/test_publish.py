@@ -112,3 +112,15 @@ def test_publish_errors_are_one_line(tmp_path, tiny_checkpoint, capsys, monkeypa
     assert (tmp_path / "out" / "README.md").is_file()  # the folder is written even when the upload fails
     assert main(["publish", str(run_dir), "--out", str(tmp_path / "out")]) == 2
     assert "exists and is not empty" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("task", list(TASK_CASES))
+def test_stock_export_is_built_on_the_models_device(tmp_path, tiny_checkpoint, task):
+    """The stock model publishing builds lives where the trained model does (a GPU for most users;
+    the meta device stands in for it here: a CPU-built copy would show up as 'cpu')."""
+    config = load_config(tiny_recipe(tiny_checkpoint, tmp_path, **TASK_CASES[task](tmp_path)))
+    assembly, _ = assemble(config)
+    assembly.model.to("meta")
+    stock, reason = assembly.task.to_stock(assembly.model)
+    assert stock is not None, reason
+    assert {p.device.type for p in stock.parameters()} == {"meta"}

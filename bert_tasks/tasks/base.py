@@ -182,14 +182,15 @@ class Task(ABC):
         Default: the encoder becomes the stock model's base model and the head's weights keep their names."""
         if self.stock_class is None:
             return None, f"no transformers class for task {self.registered_name!r}"
-        stock = self.stock_class.from_config(self.stock_config(model.backbone.config))
+        with torch.device(next(model.parameters()).device):  # built where the model is (no CPU copy of a GPU model)
+            stock = self.stock_class.from_config(self.stock_config(model.backbone.config))
         state = stock_state_dict(model, stock.base_model_prefix)
         if not state:
             return None, f"the strategy adds modules {self.stock_class.__name__} does not have"
         missing, unexpected = stock.load_state_dict(state, strict=False)
         if missing or unexpected:
             return None, f"{type(stock).__name__} does not match the model ({len(missing)} missing, {len(unexpected)} unexpected weights)"
-        return stock.to(next(model.parameters()).device), f"{type(stock).__name__} holds every weight"
+        return stock, f"{type(stock).__name__} holds every weight"
 
     def from_stock(self, stock: dict[str, torch.Tensor], model: TaskModel) -> dict[str, torch.Tensor]:
         """The weights of a stock model ``to_stock`` wrote, under the TaskModel's names."""
