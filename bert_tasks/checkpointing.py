@@ -153,7 +153,7 @@ def save_checkpoint(
     if main:
         _write_manifest(partial, state.global_step)
         replace_folder(partial, target)
-        _prune(run_dir, keep)
+        _prune(run_dir, state.global_step, keep)
     accelerator.wait_for_everyone()
     return target
 
@@ -166,10 +166,11 @@ def _write_manifest(folder: Path, step: int) -> None:
     atomic_files.write_json(folder / MANIFEST_FILE, {"step": step, "files": files})
 
 
-def _prune(run_dir: Path, keep: int) -> None:
-    """Keep the newest ``keep`` complete checkpoints (all if 0); incomplete step folders go. The
-    checkpoint just written is complete, so the newest intact one is never removed."""
-    complete = checkpoint_dirs(run_dir)
+def _prune(run_dir: Path, step: int, keep: int) -> None:
+    """Keep the newest ``keep`` complete checkpoints up to ``step``, the one just written (all if 0);
+    incomplete folders go, and so do folders past ``step`` (left by a killed run, skipped on resume
+    as damaged): the newest intact checkpoint is never removed."""
+    complete = [p for p in checkpoint_dirs(run_dir) if _step_of(p) <= step]
     kept = set(complete[-keep:] if keep > 0 else complete)
     for folder in step_folders(run_dir):
         if folder not in kept:

@@ -169,3 +169,26 @@ def test_damaged_newest_checkpoint_is_skipped_and_metrics_hold_each_step_once(tm
         assert all(torch.equal(a[k], b[k]) for k in a), name
     assert [p.name for p in checkpoint_dirs(run_b)] == ["step-0000002", "step-0000004", "step-0000006", "step-0000008"]  # damaged ones replaced
     assert not list((run_b / "checkpoints").glob(".*"))
+
+
+
+def test_pruning_keeps_the_checkpoint_just_written_over_a_damaged_newer_one(tmp_path):
+    """Resumed at step 2 past a damaged step 8 (skipped): with keep_checkpoints=1 the new step 4 stays."""
+    from accelerate import Accelerator
+
+    from bert_tasks.checkpointing import Resumable, TrainerState, find_resumable, save_checkpoint
+
+    accelerator = Accelerator(cpu=True)
+    model = torch.nn.Linear(3, 2)
+    optimizer = torch.optim.AdamW(model.parameters())
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+    model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
+    pieces = Resumable(model, optimizer, scheduler, torch.Generator())
+    for step in (2, 8):
+        save_checkpoint(accelerator, tmp_path, TrainerState(global_step=step), pieces, torch.Generator().get_state(), {}, keep=0)
+    damaged = checkpoint_dirs(tmp_path)[-1] / OPTIMIZER_FILE
+    damaged.write_bytes(damaged.read_bytes()[:100])
+    assert find_resumable(tmp_path).name == "step-0000002"
+    save_checkpoint(accelerator, tmp_path, TrainerState(global_step=4), pieces, torch.Generator().get_state(), {}, keep=1)
+    assert [p.name for p in checkpoint_dirs(tmp_path)] == ["step-0000004"]
+    assert find_resumable(tmp_path).name == "step-0000004"
