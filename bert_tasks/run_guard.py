@@ -57,6 +57,14 @@ def claim_run_dir(config: RunConfig) -> RunLock:
     return lock
 
 
+def remove_if_unused(run_dir: Path) -> None:
+    """Remove a run folder this training created and never wrote into (only our marker inside),
+    so a training that failed on its input leaves nothing behind."""
+    if run_dir.is_dir() and [p.name for p in run_dir.iterdir()] == [RUN_MARKER]:
+        (run_dir / RUN_MARKER).unlink()
+        run_dir.rmdir()
+
+
 def remove_leftovers(run_dir: Path) -> None:
     """What a killed training was still writing: temporary files and folders (``.NAME.tmp-PID``,
     ``.NAME.old-PID``) and partial checkpoints. Only ever called with the run folder locked."""

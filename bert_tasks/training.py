@@ -32,7 +32,7 @@ from .metrics import greater_is_better
 from .optim import make_optimizer
 from .parameters import format_report, parameter_report
 from .progress import Progress
-from .run_guard import claim_run_dir, clear_previous_run, remove_leftovers
+from .run_guard import claim_run_dir, clear_previous_run, remove_if_unused, remove_leftovers
 from .rundir import BEST_DIR, CHECKPOINTS_DIR, PARAMETERS_FILE, SUMMARY_FILE, append_metrics, keep_metrics_until, load_trained, save_weights, weights_size, write_run_files
 from .runtime import make_accelerator, peak_memory_mb
 from .strategies.base import Strategy
@@ -66,6 +66,7 @@ def claimed_run_dir(config: RunConfig, accelerator: Accelerator) -> Iterator[Opt
     """The run folder checked, marked and locked by the main process for the whole training; yields
     the checkpoint to resume from (None: start at step 0). Every process learns the same answer."""
     lock, checkpoint, failure = None, None, None
+    created_here = not config.run_dir.exists()
     if accelerator.is_main_process:
         try:
             lock = claim_run_dir(config)
@@ -81,6 +82,13 @@ def claimed_run_dir(config: RunConfig, accelerator: Accelerator) -> Iterator[Opt
         if code == -2:
             raise BertTasksError(f"{config.run_dir}: the main process could not open the run folder (its error says why)")
         yield None if code < 0 else config.run_dir / CHECKPOINTS_DIR / step_name(code)
+    except BaseException:
+        if lock is not None:
+            lock.release()
+            lock = None
+            if created_here:  # bad data or config found before anything was written: leave no trace
+                remove_if_unused(config.run_dir)
+        raise
     finally:
         if lock is not None:
             lock.release()
