@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
@@ -29,16 +30,25 @@ def fsync_path(path: Path) -> None:
 
 @contextmanager
 def replacing(path: Path) -> Iterator[Path]:
-    """Yield a temporary path to write; on success it replaces ``path``, on error it is removed."""
+    """Yield a temporary path beside ``path`` to write; on success it replaces ``path`` in one step,
+    on any failure it is removed, so ``path`` is either the old file or the complete new one.
+
+    The temporary name is new (``mkstemp``: never a file that already exists) and carries
+    ``TEMPORARY_MARK``, so a killed run's leftovers are recognised; it gets the permissions an
+    ordinary ``open()`` would have given."""
     path = Path(path)
-    tmp = temporary_name(path)
+    handle, name = tempfile.mkstemp(prefix=f".{path.name}{TEMPORARY_MARK}{os.getpid()}.", dir=path.parent)
+    os.close(handle)
+    tmp = Path(name)
+    umask = os.umask(0)
+    os.umask(umask)
+    tmp.chmod(0o666 & ~umask)
     try:
         yield tmp
         fsync_path(tmp)
         os.replace(tmp, path)
     finally:
-        if tmp.exists():
-            tmp.unlink()
+        tmp.unlink(missing_ok=True)
     fsync_path(path.parent)
 
 

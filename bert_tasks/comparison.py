@@ -34,7 +34,7 @@ from typing import Any, Callable, Iterator, Optional
 
 import yaml
 
-from .config import build_dataclass, config_from_dict, deep_copy_tree, load_recipe_tree, parse_overrides, set_dotted
+from .config import build_dataclass, check_run_name, config_from_dict, deep_copy_tree, load_recipe_tree, parse_overrides, set_dotted
 from .errors import BertTasksError, ConfigError
 from .registry import STRATEGIES
 from .rundir import CHECKPOINTS_DIR, SUMMARY_FILE
@@ -52,6 +52,8 @@ class CompareConfig:
             raise ConfigError("compare.strategies: list at least one strategy, e.g. [{name: full}, {name: lora}]")
         if not self.seeds:
             raise ConfigError("compare.seeds: give at least one seed")
+        if self.name is not None:
+            check_run_name(self.name, "compare.name")  # the report folder stays inside output.dir
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Iterator, Optional, Sequence
 
 from .errors import DataError
-from .text_files import atomic_output, read_text
+from .atomic_files import replacing
+from .text_files import read_text
 
 CONLL_SUFFIXES = (".conll", ".conllx", ".txt", ".iob", ".iob2", ".bio", ".bioes", ".iobes")
 DOCSTART = "-DOCSTART-"
@@ -81,7 +82,7 @@ def read_conll(path: Path, columns: Optional[Sequence[str]] = None) -> tuple[dic
 def write_conll(source: Path, predicted: Sequence[Sequence[str]], out: Path) -> None:
     """Copy ``source`` with one more column: the predicted tag of each token line (written atomically)."""
     sentence, position = 0, 0
-    with atomic_output(out) as temporary, temporary.open("w", encoding="utf-8") as handle:
+    with replacing(out) as temporary, temporary.open("w", encoding="utf-8") as handle:
         for _, line, fields in _lines(source):
             if fields is None:
                 if position:

@@ -1,12 +1,8 @@
 """Reading and writing the user's text files: UTF-8 in (a byte-order mark is dropped), one clear
-error for anything else (compressed, binary, another encoding); output written atomically."""
+error for anything else (compressed, binary, another encoding). Writing: atomic_files.py."""
 from __future__ import annotations
 
-import contextlib
-import os
-import tempfile
 from pathlib import Path
-from typing import Iterator
 
 from .errors import DataError
 
@@ -59,21 +55,3 @@ def read_text(path: Path) -> str:
             f"{path}, line {line}: not UTF-8 text (byte 0x{raw[error.start]:02x}); re-save the file as UTF-8"
         ) from None
     return text
-
-
-@contextlib.contextmanager
-def atomic_output(path: Path) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; on success it replaces ``path`` in one step, on any
-    failure it is removed, so ``path`` is either the old file or the complete new one."""
-    path = Path(path)
-    handle, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
-    os.close(handle)
-    temporary = Path(name)
-    umask = os.umask(0)
-    os.umask(umask)
-    temporary.chmod(0o666 & ~umask)  # the permissions an ordinary open() would have given
-    try:
-        yield temporary
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)

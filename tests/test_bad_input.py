@@ -25,7 +25,7 @@ from bert_tasks.data import read_file
 from bert_tasks.devices import move_to, resolve_device
 from bert_tasks.errors import BertTasksError
 from bert_tasks.predictor import check_batch_size, check_prediction_paths, map_columns
-from bert_tasks.text_files import atomic_output
+from bert_tasks.atomic_files import replacing
 
 
 def _one_line(error: BaseException, *parts: str) -> None:
@@ -437,12 +437,12 @@ def test_output_is_written_atomically(tmp_path):
     out = tmp_path / "predictions.jsonl"
     out.write_text("the previous predictions\n")
     with pytest.raises(RuntimeError):
-        with atomic_output(out) as temporary:
+        with replacing(out) as temporary:
             temporary.write_text("half of the new predi")
             raise RuntimeError("killed mid-write")
     assert out.read_text() == "the previous predictions\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["predictions.jsonl"]  # no temporary left behind
-    with atomic_output(out) as temporary:
+    with replacing(out) as temporary:
         temporary.write_text("new\n")
     assert out.read_text() == "new\n" and sorted(p.name for p in tmp_path.iterdir()) == ["predictions.jsonl"]
     assert oct(out.stat().st_mode & 0o777) == oct(0o666 & ~_umask())

@@ -71,3 +71,8 @@ def test_compare_recipe_errors_are_one_line(tmp_path, tiny_checkpoint):
     path.write_text(yaml.safe_dump(recipe))
     with pytest.raises(ConfigError, match="compare.seedz: unknown key"):
         load_comparison(path)
+    for escaping in ("..", "../elsewhere", "/tmp/report"):
+        recipe["compare"] = {"strategies": [{"name": "full"}], "name": escaping}
+        path.write_text(yaml.safe_dump(recipe))
+        with pytest.raises(ConfigError, match="compare.name=.*plain folder name inside output.dir"):
+            load_comparison(path)

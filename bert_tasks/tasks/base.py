@@ -20,7 +20,7 @@ from ..backbone import load_backbone, take_pooler
 from ..batching import IGNORE_INDEX, EncodedDataset, pad_stack
 from ..config import DataConfig, ModelConfig
 from ..data import Split
-from ..text_files import atomic_output
+from ..atomic_files import replacing
 from ..model import TaskModel
 
 PAD_OUTPUT = -1e4  # fills outputs beyond a row's length: a logit that softmax ignores
@@ -168,7 +168,7 @@ class Task(ABC):
 
     def write_predictions(self, split: Split, predictions: list[dict[str, Any]], path: Path) -> None:
         """Write predictions for ``split``; default one JSON object per line (atomically: all or nothing)."""
-        with atomic_output(Path(path)) as temporary, temporary.open("w", encoding="utf-8") as handle:
+        with replacing(Path(path)) as temporary, temporary.open("w", encoding="utf-8") as handle:
             for row in predictions:
                 handle.write(json.dumps(row) + "\n")
 

@@ -30,7 +30,7 @@ from ..data import Split
 from ..errors import ConfigError, DataError
 from ..ranges import check_range
 from ..squad_format import is_offset
-from ..text_files import atomic_output
+from ..atomic_files import replacing
 from ..registry import TASKS
 from .base import Task, initializer_range
 from .span_decoding import best_spans
@@ -260,7 +260,7 @@ class SpanQA(Task):
         nbest = Path(path).with_suffix(".nbest.json")
         if nbest.resolve() == Path(split.origin).resolve():
             raise DataError(f"--output={str(path)!r}: its n-best file {str(nbest)!r} would overwrite the input; give another name")
-        with atomic_output(Path(path)) as answers, atomic_output(nbest) as candidates:
+        with replacing(Path(path)) as answers, replacing(nbest) as candidates:
             answers.write_text(json.dumps({p["id"]: p["answer"] for p in predictions}, indent=1, ensure_ascii=False), encoding="utf-8")
             candidates.write_text(json.dumps({p["id"]: p["nbest"] for p in predictions}, ensure_ascii=False), encoding="utf-8")
 
