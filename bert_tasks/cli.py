@@ -43,7 +43,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     check_batch_size(args.batch_size)  # the cheap checks first: before any weights load
     check_prediction_paths(Path(args.input), Path(args.output))
     columns = {key: value for key, value in (("text_column", args.text_column), ("text_pair_column", args.text_pair_column)) if value}
-    predictor = load(args.run_dir, device=args.device)
+    predictor = load(args.run_dir, device=args.device)  # config, tokenizer and task; the weights load once the input is checked
     count = predictor.predict_file_to(Path(args.input), Path(args.output), args.batch_size, columns)
     print(f"{count} predictions written to {args.output}")
     return 0

@@ -14,7 +14,7 @@ from .batching import EncodedDataset, LengthGroupedBatches
 from .config import with_overrides
 from .devices import resolve_device
 from .errors import BertTasksError
-from .rundir import load_run_config, load_trained
+from .rundir import load_run_config, open_run
 from .runtime import make_accelerator
 from .tasks.base import PAD_OUTPUT, Task
 
@@ -71,9 +71,10 @@ def evaluate_run(run_dir: Path, overrides: tuple[str, ...] = (), split: str = "v
     if chosen.type == "cuda" and device.strip().lower().startswith("cuda:"):
         torch.cuda.set_device(chosen)  # Accelerate's single-process "cuda" is the current device
     rows = read_splits(config, (split,))[split]  # a bad file fails before the weights load
-    config, assembly = load_trained(Path(run_dir), config)
+    run = open_run(Path(run_dir), config)  # config, tokenizer and task: no weights yet
+    data = run.task.encode(rows)  # so do bad rows (an unknown label, a bad span, ...)
+    assembly = run.load_model()
     accelerator = make_accelerator(config.train)
-    data = assembly.task.encode(rows)
     loader = eval_loader(data, assembly.task, config.train.eval_batch_size)
     model, loader = accelerator.prepare(assembly.model, loader)
     results = evaluate(accelerator, model, loader, assembly.task, data)

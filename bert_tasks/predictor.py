@@ -7,11 +7,11 @@ from typing import Any, Iterable, Mapping, Optional, Union
 
 import torch
 
-from .config import RunConfig
 from .data import Split, read_file
 from .devices import model_device, move_to, resolve_device
 from .errors import ConfigError, DataError
-from .rundir import load_trained
+from .model import TaskModel
+from .rundir import SavedModel, open_run
 from .text_files import check_is_file
 from .training import eval_loader
 
@@ -20,12 +20,24 @@ COLUMN_OPTIONS = {"text_column": "--text-column", "text_pair_column": "--text-pa
 
 
 class Predictor:
-    """Holds the best model of a run on one device; predicts batches sorted by length, answers in input order."""
+    """Holds the best model of a run on one device; predicts batches sorted by length, answers in input order.
 
-    def __init__(self, config: RunConfig, assembly: Any, device: Union[str, torch.device] = "auto") -> None:
-        self.config = config
-        self.task = assembly.task
-        self.model = assembly.model.to(resolve_device(device) if isinstance(device, str) else device).eval()
+    The weights load on first use (``model``), after the input is read, checked and encoded: a bad
+    input file fails in a second, before a large model is built."""
+
+    def __init__(self, saved: SavedModel, device: Union[str, torch.device] = "auto") -> None:
+        self.config = saved.config
+        self.task = saved.task
+        self._saved = saved
+        self._target = resolve_device(device) if isinstance(device, str) else device
+        self._model: Optional[TaskModel] = None
+
+    @property
+    def model(self) -> TaskModel:
+        """The trained model on the chosen device, loaded the first time it is asked for."""
+        if self._model is None:
+            self._model = self._saved.load_model().model.to(self._target).eval()
+        return self._model
 
     @property
     def device(self) -> torch.device:
@@ -60,7 +72,7 @@ class Predictor:
     @torch.no_grad()
     def predict_split(self, split: Split, batch_size: int = 64) -> list[dict[str, Any]]:
         check_batch_size(batch_size)
-        data = self.task.encode(split, with_labels=False)
+        data = self.task.encode(split, with_labels=False)  # bad rows fail here, before the weights load
         device = self.device
         rows: list = [None] * len(data)
         for batch in eval_loader(data, self.task, batch_size):
@@ -108,11 +120,12 @@ def map_columns(split: Split, columns: Mapping[str, str], task: Any) -> Split:
 
 
 def load(run_dir: Union[str, Path], device: Union[str, torch.device] = "auto") -> Predictor:
-    """Load the best model of a finished run directory, or a folder written by ``bert-tasks publish``,
-    onto ``device`` ('auto': a GPU when there is one)."""
-    from .publishing import is_published, load_published
+    """The best model of a finished run directory, or of a folder written by ``bert-tasks publish``,
+    for ``device`` ('auto': a GPU when there is one). Its config, tokenizer and task load now; the
+    weights on first use (see ``Predictor``)."""
+    from .publishing import is_published, open_published
 
     if isinstance(device, str):
-        device = resolve_device(device)  # a bad --device fails before the weights load
-    config, assembly = load_published(Path(run_dir)) if is_published(Path(run_dir)) else load_trained(Path(run_dir))
-    return Predictor(config, assembly, device)
+        device = resolve_device(device)  # a bad --device fails before anything loads
+    saved = open_published(Path(run_dir)) if is_published(Path(run_dir)) else open_run(Path(run_dir))
+    return Predictor(saved, device)

@@ -28,7 +28,7 @@ from .assembly import Assembly, build_model, build_task
 from .config import RunConfig, save_config
 from .errors import BertTasksError
 from .publishing_card import model_card
-from .rundir import BASE_FILE, BEST_DIR, TASK_FILE, TRAINED_FILE, load_trained, read_config_file, rebuild_small_save
+from .rundir import BASE_FILE, BEST_DIR, TASK_FILE, TRAINED_FILE, SavedModel, load_trained, read_config_file, readable_weights, rebuild_small_save
 from .summary import RunSummary
 
 TRAINING_CONFIG_FILE = "training_config.yaml"
@@ -105,29 +105,39 @@ def is_published(folder: Path) -> bool:
     return (Path(folder) / EXPORT_FILE).is_file()
 
 
-def load_published(folder: Path) -> tuple[RunConfig, Assembly]:
-    """Rebuild the bert_tasks model of a published folder (either format) for prediction."""
+class PublishedModel(SavedModel):
+    """A folder written by ``publish`` (either format)."""
+
+    def load_model(self) -> Assembly:
+        folder, config, task = self.folder, self.config, self.task
+        export = json.loads((folder / EXPORT_FILE).read_text())
+        if export["format"] == "bert_tasks" and (folder / BASE_FILE).is_file():
+            assembly = rebuild_small_save(config, task, task.tokenizer, folder)
+        else:
+            # the weights hold everything; a merged strategy's modules (e.g. LoRA) are folded in, so the
+            # plain network takes them (folders from before "merged" was recorded hold plain networks too)
+            network_config = AutoConfig.from_pretrained(str(folder))
+            assembly = build_model(config, task, task.tokenizer, network_config, apply_strategy=not export.get("merged", True))
+            weights = folder / (OUR_WEIGHTS_FILE if export["format"] == "bert_tasks" else "model.safetensors")
+            with readable_weights(weights):
+                state = load_file(str(weights))
+            if export["format"] != "bert_tasks":
+                state = task.from_stock(state, assembly.model)
+            missing, unexpected = assembly.model.load_state_dict(state, strict=False)
+            tied = {name for name, _ in assembly.model.named_parameters(remove_duplicate=False)} - {name for name, _ in assembly.model.named_parameters()}
+            real_missing = [m for m in missing if m not in tied and "pooler" not in m]
+            if real_missing or unexpected:
+                raise BertTasksError(f"{folder}: weights do not fit the model ({real_missing[:2]} missing, {unexpected[:2]} unexpected)")
+        assembly.model.eval()
+        return assembly
+
+
+def open_published(folder: Path) -> PublishedModel:
+    """A published folder's config, tokenizer and task (state from task.json); no weights are read yet."""
     folder = Path(folder)
-    export = json.loads((folder / EXPORT_FILE).read_text())
     config = read_config_file(folder / TRAINING_CONFIG_FILE)
     tokenizer = AutoTokenizer.from_pretrained(str(folder))
     task = build_task(config, tokenizer)
     task.load_state_dict(json.loads((folder / TASK_FILE).read_text()))
-    if export["format"] == "bert_tasks" and (folder / BASE_FILE).is_file():
-        assembly = rebuild_small_save(config, task, tokenizer, folder)
-    else:
-        # the weights hold everything; a merged strategy's modules (e.g. LoRA) are folded in, so the
-        # plain network takes them (folders from before "merged" was recorded hold plain networks too)
-        network_config = AutoConfig.from_pretrained(str(folder))
-        assembly = build_model(config, task, tokenizer, network_config, apply_strategy=not export.get("merged", True))
-        if export["format"] == "bert_tasks":
-            state = load_file(str(folder / OUR_WEIGHTS_FILE))
-        else:
-            state = task.from_stock(load_file(str(folder / "model.safetensors")), assembly.model)
-        missing, unexpected = assembly.model.load_state_dict(state, strict=False)
-        tied = {name for name, _ in assembly.model.named_parameters(remove_duplicate=False)} - {name for name, _ in assembly.model.named_parameters()}
-        real_missing = [m for m in missing if m not in tied and "pooler" not in m]
-        if real_missing or unexpected:
-            raise BertTasksError(f"{folder}: weights do not fit the model ({real_missing[:2]} missing, {unexpected[:2]} unexpected)")
-    assembly.model.eval()
-    return config, assembly
+    return PublishedModel(folder, config, task)
+

@@ -1,4 +1,5 @@
-"""Files of a run directory, and rebuilding a trained model from them.
+"""Files of a run directory, and rebuilding a trained model from them (in two steps: ``open_run``
+reads the config, tokenizer and task, so input can be checked; ``TrainedRun.load_model`` the weights).
 
     RUN_DIR/
       config.yaml          the fully resolved RunConfig
@@ -20,9 +21,12 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Iterator, Optional
 
+from safetensors import SafetensorError
 from safetensors.torch import load_file, load_model, save_file, save_model
 from transformers import AutoConfig, AutoTokenizer
 
@@ -30,6 +34,7 @@ from . import atomic_files
 from .assembly import Assembly, build_model, build_task
 from .config import RunConfig, config_from_dict, parse_yaml, save_config
 from .errors import BertTasksError
+from .tasks.base import Task
 
 CONFIG_FILE = "config.yaml"
 TASK_FILE = "task.json"
@@ -127,26 +132,64 @@ def read_config_file(path: Path) -> RunConfig:
     return config_from_dict(tree, recipe=tree.get("recipe", "run"))
 
 
-def load_trained(run_dir: Path, config: RunConfig | None = None) -> tuple[RunConfig, Assembly]:
-    """Rebuild the best model of a finished run, ready for evaluation or prediction."""
+@dataclass
+class SavedModel:
+    """A trained model's folder opened without its weights: the config and the task (its tokenizer and
+    what it learned from the data). Enough to read, check and encode input, so bad input fails before
+    the weights (slow, large) load in ``load_model``."""
+
+    folder: Path
+    config: RunConfig
+    task: Task
+
+    def load_model(self) -> Assembly:
+        """The model with its trained weights, in eval mode."""
+        raise NotImplementedError
+
+
+class TrainedRun(SavedModel):
+    """A finished run directory: the weights are in best/."""
+
+    def load_model(self) -> Assembly:
+        best = self.folder / BEST_DIR
+        if (best / BASE_FILE).is_file():
+            assembly = rebuild_small_save(self.config, self.task, self.task.tokenizer, best)
+        else:
+            backbone_config = AutoConfig.from_pretrained(str(best))
+            assembly = build_model(self.config, self.task, self.task.tokenizer, backbone_config)
+            with readable_weights(best / WEIGHTS_FILE):
+                load_model(assembly.model, str(best / WEIGHTS_FILE))
+        assembly.model.eval()
+        return assembly
+
+
+def open_run(run_dir: Path, config: RunConfig | None = None) -> TrainedRun:
+    """A finished run's config, tokenizer and task (state from task.json); no weights are read yet."""
     run_dir = Path(run_dir)
     config = config or load_run_config(run_dir)
     best = run_dir / BEST_DIR
-    small = (best / BASE_FILE).is_file()
-    weights = best / (TRAINED_FILE if small else WEIGHTS_FILE)
+    weights = best / (TRAINED_FILE if (best / BASE_FILE).is_file() else WEIGHTS_FILE)
     if not weights.is_file():
         raise BertTasksError(f"{run_dir}: no trained weights at {weights} (did training finish?)")
     tokenizer = AutoTokenizer.from_pretrained(str(best))
     task = build_task(config, tokenizer)
     task.load_state_dict(json.loads((run_dir / TASK_FILE).read_text()))
-    if small:
-        assembly = rebuild_small_save(config, task, tokenizer, best)
-    else:
-        backbone_config = AutoConfig.from_pretrained(str(best))
-        assembly = build_model(config, task, tokenizer, backbone_config)
-        load_model(assembly.model, str(weights))
-    assembly.model.eval()
-    return config, assembly
+    return TrainedRun(run_dir, config, task)
+
+
+def load_trained(run_dir: Path, config: RunConfig | None = None) -> tuple[RunConfig, Assembly]:
+    """Rebuild the best model of a finished run, ready for evaluation or prediction."""
+    run = open_run(run_dir, config)
+    return run.config, run.load_model()
+
+
+@contextmanager
+def readable_weights(path: Path) -> Iterator[None]:
+    """A damaged weights file (torn copy, wrong file) as one line naming it, not a deserializer traceback."""
+    try:
+        yield
+    except SafetensorError as error:
+        raise BertTasksError(f"{path}: not a readable safetensors weights file ({error})") from None
 
 
 def rebuild_small_save(config: RunConfig, task: Any, tokenizer: Any, folder: Path) -> Assembly:
@@ -159,7 +202,8 @@ def rebuild_small_save(config: RunConfig, task: Any, tokenizer: Any, folder: Pat
             f"{weights}: trained on checkpoint {base['checkpoint']!r} with sha256 {base['sha256'][:12]}..., "
             f"but that checkpoint now has sha256 {str(assembly.base_hash)[:12]}... (the base weights changed)"
         )
-    state = load_file(str(weights))
+    with readable_weights(weights):
+        state = load_file(str(weights))
     known = dict(assembly.model.named_parameters())
     unknown = sorted(set(state) - set(known))
     if unknown:

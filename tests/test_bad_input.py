@@ -574,3 +574,50 @@ def test_predict_from_something_that_is_not_a_run(tmp_path, what):
     with pytest.raises(BertTasksError) as error:
         load(target, device="cpu")
     _one_line(error.value, f"{target}: not a run directory (no config.yaml)")
+
+
+# -- order: the input is read, checked and encoded before the weights load ---------------------
+def _run_with_damaged_weights(run: Path, tmp_path: Path) -> tuple[Path, Path]:
+    """A copy of ``run`` whose best weights are garbage: any attempt to load them fails loudly."""
+    import shutil
+
+    copy = Path(shutil.copytree(run, tmp_path / "damaged-run"))
+    weights = copy / "best" / "model.safetensors"
+    assert weights.is_file()
+    weights.write_bytes(b"these bytes are not a safetensors file")
+    return copy, weights
+
+
+def test_evaluate_checks_its_data_before_the_weights_load(tagging_run, tmp_path):
+    from bert_tasks.evaluation import evaluate_run
+
+    run, weights = _run_with_damaged_weights(tagging_run, tmp_path)
+    bad = write_conll_file(tmp_path / "bad.txt", [[("alice", "B-PER"), ("is", "O")], [("in", "O"), ("oslo", "B-ALIEN")]])
+    with pytest.raises(BertTasksError) as error:
+        evaluate_run(run, (f"data.validation={bad}",), device="cpu")
+    _one_line(error.value, f"{bad}, line 9: tag 'B-ALIEN' is not one of the")  # needs the task's saved tags, not the weights
+    good = write_conll_file(tmp_path / "good.txt", [[("alice", "B-PER"), ("is", "O")]])
+    with pytest.raises(BertTasksError) as error:
+        evaluate_run(run, (f"data.validation={good}",), device="cpu")
+    _one_line(error.value, f"{weights}: not a readable safetensors weights file")
+
+
+def test_predict_checks_its_input_before_the_weights_load(tagging_run, tmp_path):
+    from bert_tasks.predictor import load
+
+    run, weights = _run_with_damaged_weights(tagging_run, tmp_path)
+    bad = _jsonl(tmp_path / "bad.jsonl", [{"tokens": ["alice", "is"]}, {"tokens": []}])
+    good = _jsonl(tmp_path / "good.jsonl", [{"tokens": ["alice", "is"]}])
+    out = tmp_path / "out.jsonl"
+    predictor = load(run, device="cpu")  # config, tokenizer and task only: the damage is not seen yet
+    with pytest.raises(BertTasksError) as error:
+        predictor.predict_file_to(bad, out)
+    _one_line(error.value, f"{bad}, line 2: empty sentence (no tokens in field 'tokens')")
+    for attempt in (lambda: predictor.predict_file_to(good, out), lambda: predictor.predict([["alice", "is"]])):
+        with pytest.raises(BertTasksError) as error:
+            attempt()
+        _one_line(error.value, f"{weights}: not a readable safetensors weights file")
+    assert not out.exists()
+    _assert_one_line_error(_cli("predict", str(run), "--input", str(bad), "--output", str(out), "--device", "cpu"), f"{bad}, line 2: empty sentence")
+    _assert_one_line_error(_cli("predict", str(run), "--input", str(good), "--output", str(out), "--device", "cpu"), f"{weights}: not a readable")
+    assert not out.exists()
