@@ -1,0 +1,25 @@
+"""Regressions found by trying the merged hardening work as a new user and as an attacker would:
+each test is one case that once lost a file, ran past bad input or printed a traceback."""
+from __future__ import annotations
+
+import pytest
+from conftest import tiny_recipe
+
+import bert_tasks
+from bert_tasks.config import load_config
+
+SHORT = {"epochs": 1, "eval_every": 2, "save_every": 2, "keep_checkpoints": 0, "max_train_samples": 64}
+
+
+def test_overwrite_keeps_a_foreign_folder_holding_a_config_and_metrics(tmp_path, tiny_checkpoint):
+    """config.yaml + metrics.jsonl is what many tools write: alone it does not make a folder ours."""
+    folder = tmp_path / "run"
+    (folder / "checkpoints").mkdir(parents=True)
+    (folder / "config.yaml").write_text("lr: 1\n")
+    (folder / "metrics.jsonl").write_text('{"loss": 1}\n')
+    (folder / "thesis.tex").write_text("years of work")
+    config = load_config(tiny_recipe(tiny_checkpoint, tmp_path, train=SHORT, output={"overwrite": True}))
+    with pytest.raises(bert_tasks.BertTasksError, match="is not a bert_tasks run folder .*nothing was changed"):
+        bert_tasks.train(config)
+    assert sorted(p.name for p in folder.iterdir()) == ["checkpoints", "config.yaml", "metrics.jsonl", "thesis.tex"]
+    assert (folder / "thesis.tex").read_text() == "years of work"
