@@ -6,6 +6,7 @@ import pytest
 from conftest import tiny_recipe
 
 import bert_tasks
+from bert_tasks.cli import main
 from bert_tasks.config import load_config
 
 SHORT = {"epochs": 1, "eval_every": 2, "save_every": 2, "keep_checkpoints": 0, "max_train_samples": 64}
@@ -23,3 +24,18 @@ def test_overwrite_keeps_a_foreign_folder_holding_a_config_and_metrics(tmp_path,
         bert_tasks.train(config)
     assert sorted(p.name for p in folder.iterdir()) == ["checkpoints", "config.yaml", "metrics.jsonl", "thesis.tex"]
     assert (folder / "thesis.tex").read_text() == "years of work"
+
+
+def test_predict_refuses_an_existing_output_unless_told(tmp_path, capsys):
+    """The tool cannot tell a file it wrote from a user's: an existing --output needs --overwrite
+    (checked before any run or weights load, so no run folder is needed here)."""
+    source, out = tmp_path / "in.jsonl", tmp_path / "notes.jsonl"
+    source.write_text('{"text": "fine"}\n')
+    out.write_text("my notes\n")
+    assert main(["predict", str(tmp_path / "no-run"), "--input", str(source), "--output", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "notes.jsonl" in err and "--overwrite" in err
+    assert out.read_text() == "my notes\n"
+    # with --overwrite the existing-file check passes: the next complaint is the missing run
+    assert main(["predict", str(tmp_path / "no-run"), "--input", str(source), "--output", str(out), "--overwrite"]) == 2
+    assert "not a run directory" in capsys.readouterr().err and out.read_text() == "my notes\n"
