@@ -39,3 +39,11 @@ def test_predict_refuses_an_existing_output_unless_told(tmp_path, capsys):
     # with --overwrite the existing-file check passes: the next complaint is the missing run
     assert main(["predict", str(tmp_path / "no-run"), "--input", str(source), "--output", str(out), "--overwrite"]) == 2
     assert "not a run directory" in capsys.readouterr().err and out.read_text() == "my notes\n"
+
+
+def test_a_key_given_twice_in_a_recipe_is_refused(tmp_path):
+    """Plain YAML keeps the last of two equal keys: half a recipe was silently dropped."""
+    recipe = tmp_path / "twice.yaml"
+    recipe.write_text("model:\n  checkpoint: a\ntrain:\n  epochs: 1\n  epochs: 3\n")
+    with pytest.raises(bert_tasks.BertTasksError, match=r"twice\.yaml line 5: not valid YAML \(key 'epochs' appears twice in one mapping\)"):
+        load_config(str(recipe))
