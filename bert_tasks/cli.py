@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
-from .errors import BertTasksError
+from .errors import BertTasksError, DataError
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
@@ -42,6 +42,8 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
     check_batch_size(args.batch_size)  # the cheap checks first: before any weights load
     check_prediction_paths(Path(args.input), Path(args.output))
+    if Path(args.output).exists() and not args.overwrite:  # a file we cannot tell is ours is never replaced unasked
+        raise DataError(f"--output={args.output!r}: the file exists; give another name, or --overwrite to replace it")
     columns = {key: value for key, value in (("text_column", args.text_column), ("text_pair_column", args.text_pair_column)) if value}
     predictor = load(args.run_dir, device=args.device)  # config, tokenizer and task; the weights load once the input is checked
     count = predictor.predict_file_to(Path(args.input), Path(args.output), args.batch_size, columns)
@@ -125,6 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--input", required=True, help="csv / tsv / json / jsonl / parquet / CoNLL with the run's input columns (or 'text', 'text_pair')")
     predict.add_argument("--output", required=True, help="one JSON object per input row (label and scores, tags, ...); CoNLL input gives CoNLL output with a predicted column")
     predict.add_argument("--batch-size", type=int, default=64)
+    predict.add_argument("--overwrite", action="store_true", help="replace --output if it exists (without it, an existing file is refused)")
     predict.add_argument("--device", default="auto", help=DEVICE_HELP)
     predict.add_argument("--text-column", metavar="NAME", help="the input's column for the run's data.text_column (the text, tokens, question or source), when the input names it differently")
     predict.add_argument("--text-pair-column", metavar="NAME", help="the input's column for the run's data.text_pair_column (the second text, or the context)")

@@ -144,7 +144,17 @@ class RunConfig:
 
 
 class _Yaml12BoolLoader(yaml.SafeLoader):
-    """YAML with only true/false as booleans: `mixed_precision: no` stays the string 'no'."""
+    """YAML with only true/false as booleans: `mixed_precision: no` stays the string 'no'.
+    A key given twice in one mapping is an error (plain YAML silently keeps the last one)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen: set = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            if isinstance(key, str) and key in seen:
+                raise yaml.constructor.ConstructorError(None, None, f"key {key!r} appears twice in one mapping", key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
 
 
 _Yaml12BoolLoader.yaml_implicit_resolvers = {

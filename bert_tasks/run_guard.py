@@ -1,8 +1,9 @@
 """Who may write into a run folder, and when its old contents may go.
 
 - A folder is a run only when it carries our marker (``bert_tasks_run.json``, written when the
-  folder is first used), or, for runs made before the marker existed, our ``config.yaml`` beside
-  our ``metrics.jsonl``. Anything else that is not empty is never written into or deleted.
+  folder is first used), or, for runs made before the marker existed, our ``config.yaml`` (every
+  section) beside our ``task.json`` and ``metrics.jsonl``. Anything else that is not empty is
+  never written into or deleted.
 - The folder is locked (run_lock.py) from the moment training claims it until it ends.
 - A previous run's files are deleted only by ``clear_previous_run``, which training calls after
   the new run's config and data have been read and validated.
@@ -13,19 +14,34 @@ import shutil
 import time
 from pathlib import Path
 
+import yaml
+
 from . import atomic_files
 from .checkpointing import remove_partial_checkpoints
-from .config import RunConfig
+from .config import RunConfig, parse_yaml
 from .errors import BertTasksError
-from .rundir import CHECKPOINTS_DIR, CONFIG_FILE, METRICS_FILE, SUMMARY_FILE
+from .rundir import CHECKPOINTS_DIR, CONFIG_FILE, METRICS_FILE, SUMMARY_FILE, TASK_FILE
 from .run_lock import LOCK_FILE, RunLock
 
 RUN_MARKER = "bert_tasks_run.json"
+RUN_SECTIONS = ("model", "task", "strategy", "data", "train", "output")  # what save_config writes
 
 
 def is_run_dir(folder: Path) -> bool:
     folder = Path(folder)
-    return (folder / RUN_MARKER).is_file() or ((folder / CONFIG_FILE).is_file() and (folder / METRICS_FILE).is_file())
+    return (folder / RUN_MARKER).is_file() or is_unmarked_run(folder)
+
+
+def is_unmarked_run(folder: Path) -> bool:
+    """A run made before the marker existed: our task.json and metrics.jsonl beside a config.yaml
+    holding every section we write. A config.yaml plus metrics.jsonl alone is common to many tools."""
+    if not all((folder / name).is_file() for name in (CONFIG_FILE, METRICS_FILE, TASK_FILE)):
+        return False
+    try:
+        tree = parse_yaml((folder / CONFIG_FILE).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return False
+    return isinstance(tree, dict) and all(isinstance(tree.get(section), dict) for section in RUN_SECTIONS)
 
 
 def holds_state(run_dir: Path) -> bool:

@@ -23,6 +23,7 @@ def is_offset(value: Any) -> bool:
 def flatten_squad(payload: dict[str, Any], path: Path) -> list[dict[str, Any]]:
     """One row per question, in file order; ``is_impossible`` questions get no answers."""
     rows = []
+    seen: dict[str, str] = {}  # id -> where it first appeared: predictions are keyed by id
     for a, article in enumerate(payload["data"]):
         paragraphs = article.get("paragraphs")
         if not isinstance(paragraphs, list):
@@ -42,8 +43,12 @@ def flatten_squad(payload: dict[str, Any], path: Path) -> list[dict[str, Any]]:
                 for x in answers:
                     if not isinstance(x["text"], str) or not is_offset(x["answer_start"]):
                         raise DataError(f"{place}: an answer needs 'text' (text) and 'answer_start' (a whole number >= 0), got {str(x)[:80]!r}")
+                question_id = str(qa.get("id", f"{a}-{p}-{q}"))
+                if question_id in seen:
+                    raise DataError(f"{where}, question {q}: id {question_id!r} is already used at {seen[question_id]}; question ids must be unique")
+                seen[question_id] = f"article {a}, paragraph {p}, question {q}"
                 rows.append({
-                    "id": str(qa.get("id", f"{a}-{p}-{q}")),
+                    "id": question_id,
                     "title": str(article.get("title", "")),
                     "context": context,
                     "question": qa["question"],

@@ -117,6 +117,22 @@ def test_bad_answers_field_and_unanswerable_in_v1(tmp_path, tiny_checkpoint):
         task.encode(read_file("train", empty))
 
 
+def test_repeated_question_ids_are_refused(tmp_path, tiny_checkpoint):
+    """Predictions are {id: answer}: a repeated id used to keep one answer of the two, silently."""
+    files = make_qa_files(tmp_path)
+    task = _task(tiny_checkpoint, tmp_path, files)
+    rows = qa_examples(3)
+    for i, row in enumerate(rows):
+        row["id"] = "same" if i != 1 else "other"
+    with pytest.raises(DataError, match=r"d\.jsonl, line 3: id 'same' is already used at .*d\.jsonl, line 1; question ids must be unique"):
+        task.encode(read_file("train", write_jsonl(tmp_path / "d.jsonl", rows)))
+    qa = [{"id": "q1", "question": "q ?", "answers": [{"text": "c", "answer_start": 0}]}] * 2
+    squad = tmp_path / "d.json"
+    squad.write_text(json.dumps({"data": [{"title": "t", "paragraphs": [{"context": "c d", "qas": qa}]}]}))
+    with pytest.raises(DataError, match=r"d\.json: article 0, paragraph 0, question 1: id 'q1' is already used at article 0, paragraph 0, question 0"):
+        read_file("train", squad)
+
+
 # -- decoding ----------------------------------------------------------------------------
 def test_vectorised_decoding_equals_the_pairwise_loop():
     rng = np.random.default_rng(0)

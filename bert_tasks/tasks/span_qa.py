@@ -185,7 +185,14 @@ class SpanQA(Task):
 
     def _ids(self, split: Split) -> list[str]:
         if "id" in split.dataset.column_names:
-            return [str(i) for i in split.dataset["id"]]
+            ids = [str(i) for i in split.dataset["id"]]
+            if len(set(ids)) != len(ids):  # the {id: answer} predictions would silently keep one of each
+                first: dict[str, int] = {}
+                for index, question_id in enumerate(ids):
+                    if question_id in first:
+                        raise DataError(f"{split.where(index)}: id {question_id!r} is already used at {split.where(first[question_id])}; question ids must be unique")
+                    first[question_id] = index
+            return ids
         return [str(i + 1) for i in range(len(split))]
 
     def collate(self, features: list[dict[str, Any]]) -> dict[str, Any]:
