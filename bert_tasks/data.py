@@ -201,33 +201,44 @@ def _kind(value: Any) -> Optional[str]:
     return "an object"
 
 
+class _FirstKind:
+    """The kind of value first seen (and where), which every later value must match."""
+
+    def __init__(self) -> None:
+        self.seen: Optional[tuple[int, str]] = None
+
+    def mismatch(self, index: int, value: Any) -> Optional[tuple[str, int, str]]:
+        """(this kind, index of the first, first kind) when ``value`` differs from the first; else None."""
+        kind = _kind(value)
+        if kind is None:
+            return None
+        if self.seen is None:
+            self.seen = (index, kind)
+            return None
+        return (kind, *self.seen) if kind != self.seen[1] else None
+
+
 def _check_field_kinds(split: Split, rows: list[dict[str, Any]], columns: list[str]) -> None:
     """Every row's field must be the same kind of value as the first row that has it (text, number, list, ...),
     and so must the items of list fields (a token list holding a number among texts)."""
     for column in columns:
-        first: Optional[tuple[int, str]] = None
-        first_item: Optional[tuple[int, str]] = None
+        fields, items = _FirstKind(), _FirstKind()
         for index, row in enumerate(rows):
-            kind = _kind(row[column])
-            if kind is None:
-                continue
-            if first is None:
-                first = (index, kind)
-            elif kind != first[1]:
+            value = row[column]
+            found = fields.mismatch(index, value)
+            if found:
+                kind, first, first_kind = found
                 raise DataError(
-                    f"{split.where(index)}: field {column!r} is {kind} ({str(row[column])[:40]!r}), "
-                    f"but at {_place(split, first[0])} it is {first[1]}; a column holds one kind of value"
+                    f"{split.where(index)}: field {column!r} is {kind} ({str(value)[:40]!r}), "
+                    f"but at {_place(split, first)} it is {first_kind}; a column holds one kind of value"
                 )
-            for position, item in enumerate(row[column] if kind == "a list" else ()):
-                item_kind = _kind(item)
-                if item_kind is None:
-                    continue
-                if first_item is None:
-                    first_item = (index, item_kind)
-                elif item_kind != first_item[1]:
+            for position, item in enumerate(value if isinstance(value, list) else ()):
+                found = items.mismatch(index, item)
+                if found:
+                    kind, first, first_kind = found
                     raise DataError(
-                        f"{split.where(index)}: item {position + 1} of field {column!r} is {item_kind} ({str(item)[:40]!r}), "
-                        f"but the items at {_place(split, first_item[0])} are {first_item[1]}; a list holds one kind of value"
+                        f"{split.where(index)}: item {position + 1} of field {column!r} is {kind} ({str(item)[:40]!r}), "
+                        f"but the items at {_place(split, first)} are {first_kind}; a list holds one kind of value"
                     )
 
 
