@@ -104,13 +104,21 @@ def encoder_layers(stack: nn.Module) -> nn.ModuleList:
 
     Also finds them below a model with a head (``BertLMHeadModel.bert``, a warm-started decoder).
     """
+    owner, attribute = layer_list_owner(stack)
+    return getattr(owner, attribute)
+
+
+def layer_list_owner(stack: nn.Module) -> tuple[nn.Module, str]:
+    """(module, attribute name) holding the stack's ``nn.ModuleList`` of blocks: where a partial
+    forward puts a shorter list for a moment."""
     for root in (stack, getattr(stack, getattr(stack, "base_model_prefix", "") or "-", None)):
         if root is None:
             continue
         for path in LAYER_PATHS:
-            module = _get(root, path)
-            if isinstance(module, nn.ModuleList):
-                return module
+            parent_path, _, attribute = path.rpartition(".")
+            owner = _get(root, parent_path) if parent_path else root
+            if owner is not None and isinstance(getattr(owner, attribute, None), nn.ModuleList):
+                return owner, attribute
     raise CheckpointError(f"{type(stack).__name__}: cannot find the layer stack (looked for {', '.join(LAYER_PATHS)})")
 
 

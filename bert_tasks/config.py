@@ -77,7 +77,17 @@ class TrainConfig:
     log_with: Optional[str] = None  # an Accelerate tracker, e.g. 'tensorboard'
     cpu: bool = False  # train on the CPU even when a GPU is present
     num_workers: int = 0  # DataLoader workers; 0 is fastest for pre-tokenised data
-
+    # Frozen-work cache: compute a frozen lower part (the strategy's, or a task's frozen encoder) once
+    # and train the rest on its stored output. auto: whenever that is exact; true: an error when not.
+    cache_frozen: Union[bool, Literal["auto"]] = "auto"
+    cache_dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"  # auto: what the frozen part computes in
+    cache_dir: Optional[str] = None  # None: $BERT_TASKS_CACHE, else ~/.cache/bert_tasks/frozen (shared by runs)
+    cache_memory_gb: float = 4.0  # a bigger store is memory-mapped from disk instead of read into memory
+    cache_max_gb: Optional[float] = None  # largest store written to disk; None: what the disk has free
+    cache_device_gb: float = 2.0  # on a GPU: a store up to this size lives on the device, a bigger one in pinned memory
+    # Dropout inside frozen layers (None: off when cached, as Embedding Recycling does; on otherwise).
+    # false without a cache gives the cached run's numbers the slow way.
+    frozen_dropout: Optional[bool] = None
 
     def validate(self) -> None:
         check_range("train.epochs", self.epochs, 0, low_open=True)
@@ -99,6 +109,10 @@ class TrainConfig:
             value = getattr(self, key)
             if isinstance(value, int):
                 check_range(f"train.{key}", value, 1, hint="a number of optimiser steps")
+        for key in ("cache_memory_gb", "cache_max_gb", "cache_device_gb"):
+            check_range(f"train.{key}", getattr(self, key), 0)
+        if self.cache_frozen is True and self.frozen_dropout is True:
+            raise ConfigError("train.cache_frozen=true and train.frozen_dropout=true: stored states have no dropout; choose one")
         if self.warmup_steps and self.warmup_ratio:
             raise ConfigError("train.warmup_steps and train.warmup_ratio: give one of them, not both")
 

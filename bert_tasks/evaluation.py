@@ -14,6 +14,8 @@ from .batching import EncodedDataset, LengthGroupedBatches
 from .config import with_overrides
 from .devices import resolve_device
 from .errors import BertTasksError
+from .frozen.plan import attach
+from .frozen.store import FrozenStore
 from .rundir import load_run_config, open_run
 from .runtime import make_accelerator
 from .tasks.base import PAD_OUTPUT, Task
@@ -26,11 +28,14 @@ def eval_loader(data: EncodedDataset, task: Task, batch_size: int, num_workers: 
 
 
 @torch.no_grad()
-def predict_outputs(accelerator: Accelerator, model: torch.nn.Module, loader: DataLoader, data: EncodedDataset, task: Task) -> list[np.ndarray]:
-    """The head output of every row of ``data``, in row order (each per-token output trimmed to its row's length)."""
+def predict_outputs(accelerator: Accelerator, model: torch.nn.Module, loader: DataLoader, data: EncodedDataset, task: Task,
+                    frozen: Optional[FrozenStore] = None) -> list[np.ndarray]:
+    """The head output of every row of ``data``, in row order (each per-token output trimmed to its row's length).
+    ``frozen``: the rows' stored frozen states, when the model runs on them."""
     model.eval()
     outputs, indices = [], []
     for batch in loader:
+        attach(batch, frozen, accelerator.device)
         with accelerator.autocast():
             logits = task.predict_step(accelerator.unwrap_model(model), batch)  # Shape: [batch, ...] or [batch, seq, ...]
         if task.outputs_per_token or task.outputs_vary_in_length:
@@ -47,11 +52,12 @@ def predict_outputs(accelerator: Accelerator, model: torch.nn.Module, loader: Da
     return rows
 
 
-def evaluate(accelerator: Accelerator, model: torch.nn.Module, loader: DataLoader, task: Task, data: EncodedDataset) -> dict[str, float]:
+def evaluate(accelerator: Accelerator, model: torch.nn.Module, loader: DataLoader, task: Task, data: EncodedDataset,
+             frozen: Optional[FrozenStore] = None) -> dict[str, float]:
     """The task's metrics plus the loss, over every row of ``data``."""
     if "labels" not in data.columns:
         raise BertTasksError("evaluation data has no labels")
-    outputs = predict_outputs(accelerator, model, loader, data, task)
+    outputs = predict_outputs(accelerator, model, loader, data, task, frozen)
     results = task.compute_metrics(outputs, data)
     results["loss"] = task.evaluation_loss(outputs, data)
     return results

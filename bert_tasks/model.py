@@ -59,6 +59,9 @@ class TaskModel(nn.Module):
         self.encoder_lr_scale = encoder_lr_scale  # the optimiser gives the encoder this multiple of the learning rate
         # parameter name -> report group of what a strategy added (set by the assembly from the strategy)
         self.added_group: Callable[[str], Optional[str]] = _no_group
+        # Where stored frozen states enter (a ``frozen.cut.FrozenCut``), set by the training loop when
+        # ``train.cache_frozen`` feeds the model from a store; batches then carry ``frozen_states``.
+        self.frozen_cut: Optional[Any] = None
 
     @property
     def new_parameters(self) -> tuple[str, ...]:
@@ -89,8 +92,19 @@ class TaskModel(nn.Module):
             if id(parameter) in self._fresh:
                 parameter.requires_grad_(True)
 
-    def encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, **inputs: torch.Tensor) -> torch.Tensor:
-        """What the head sees. Shape: input_ids, attention_mask, token_type_ids [batch, seq] -> [batch, seq, hidden]"""
+    def encoder_inputs(self, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """A batch's inputs without those only the head reads (e.g. a seq2seq model's targets)."""
+        head_names = getattr(self.head, "input_names", ())
+        return {name: value for name, value in inputs.items() if name not in head_names}
+
+    def encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, frozen_states: Optional[torch.Tensor] = None, **inputs: torch.Tensor) -> torch.Tensor:
+        """What the head sees. With ``frozen_states`` (the stored output of the frozen lower part) only
+        the layers above the cut run. Shape: input_ids, attention_mask, token_type_ids [batch, seq],
+        frozen_states [batch, seq, states, hidden] -> [batch, seq, hidden]"""
+        if frozen_states is not None:
+            from .frozen.cut import run_upper
+
+            return self.features(run_upper(self.encoder, self.frozen_cut, frozen_states, {"input_ids": input_ids, "attention_mask": attention_mask, **inputs}))
         outputs = self.encoder(
             input_ids=input_ids,
             attention_mask=attention_mask,

@@ -45,8 +45,8 @@ def _describe(holder: dict[str, Any]) -> str:
 class RunLock:
     """Held from ``acquire`` to ``release`` (or the end of a ``with`` block)."""
 
-    def __init__(self, run_dir: Path) -> None:
-        self.path = Path(run_dir) / LOCK_FILE
+    def __init__(self, run_dir: Path, name: str = LOCK_FILE) -> None:
+        self.path = Path(run_dir) / name
         self.mine = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.time()}
         self.held = False
 
@@ -103,7 +103,7 @@ class RunLock:
 
     def _remove_if(self, holder: dict[str, Any]) -> None:
         """Remove the lock only while it still names ``holder`` (never another training's lock)."""
-        aside = self.path.with_name(f"{LOCK_FILE}.{os.getpid()}.old")
+        aside = self.path.with_name(f"{self.path.name}.{os.getpid()}.old")
         try:
             os.rename(self.path, aside)
         except FileNotFoundError:

@@ -41,6 +41,7 @@ TASK_FILE = "task.json"
 METRICS_FILE = "metrics.jsonl"
 SUMMARY_FILE = "summary.json"
 PARAMETERS_FILE = "parameters.json"
+FROZEN_CACHE_FILE = "frozen_cache.json"  # whether the frozen part was cached, where the cut was, the stores used
 BEST_DIR = "best"
 CHECKPOINTS_DIR = "checkpoints"
 WEIGHTS_FILE = "model.safetensors"

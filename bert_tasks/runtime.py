@@ -44,3 +44,13 @@ def peak_memory_mb(device: torch.device) -> float:
     import resource
 
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
+def same_on_every_process(accelerator: Accelerator, value: int) -> int:
+    """The main process's ``value`` on every process (a one-number broadcast: no pickling)."""
+    if accelerator.num_processes == 1:
+        return value
+    from accelerate.utils import broadcast
+
+    tensor = torch.tensor([value], dtype=torch.long, device=accelerator.device)  # Shape: [1]
+    return int(broadcast(tensor, from_process=0).item())

@@ -29,11 +29,12 @@ class RunSummary:
     peak_memory_mb: float = 0.0  # peak of the training process (GPU: allocated CUDA memory; CPU: resident set)
     learning_rate: float = 0.0
     seed: int = 0
+    frozen_cache: dict[str, Any] = field(default_factory=dict)  # cached or not, why, the cut, the stores (frozen_cache.json)
 
     @classmethod
     def create(
         cls, config: RunConfig, strategy: str, best_metric: str, state: Any, trainable: int, total: int, processes: int, checkpoint_bytes: int,
-        peak_memory_mb: float = 0.0,
+        peak_memory_mb: float = 0.0, frozen_cache: Optional[dict[str, Any]] = None,
     ) -> "RunSummary":
         seconds = state.train_seconds
         return cls(
@@ -42,8 +43,13 @@ class RunSummary:
             trainable_parameters=trainable, total_parameters=total, train_seconds=round(seconds, 2),
             train_samples_per_second=round(state.samples_seen / seconds, 2) if seconds > 0 else 0.0,
             steps=state.global_step, processes=processes, checkpoint_bytes=checkpoint_bytes, peak_memory_mb=round(peak_memory_mb, 1),
-            learning_rate=config.train.learning_rate, seed=config.train.seed,
+            learning_rate=config.train.learning_rate, seed=config.train.seed, frozen_cache=dict(frozen_cache or {}),
         )
+
+    @property
+    def cache_build_seconds(self) -> float:
+        """Seconds spent computing frozen stores in this run (0 when they were reused or not used)."""
+        return sum(float(self.frozen_cache.get(split, {}).get("build_seconds", 0.0)) for split in ("train", "validation"))
 
     @property
     def trainable_percent(self) -> float:

@@ -17,7 +17,7 @@ from typing import Any, Iterator, Optional
 
 import torch
 from accelerate import Accelerator
-from accelerate.utils import broadcast, set_seed
+from accelerate.utils import set_seed
 from torch.utils.data import DataLoader
 from transformers import get_linear_schedule_with_warmup
 
@@ -28,13 +28,14 @@ from .checkpointing import Resumable, TrainerState, find_resumable, load_checkpo
 from .config import RunConfig, TrainConfig
 from .errors import BertTasksError, ConfigError
 from .evaluation import eval_loader, evaluate
+from .frozen.plan import attach, plan_frozen
 from .metrics import greater_is_better
 from .optim import make_optimizer
 from .parameters import format_report, parameter_report
 from .progress import Progress
 from .run_guard import claim_run_dir, clear_previous_run, remove_if_unused, remove_leftovers
-from .rundir import BEST_DIR, CHECKPOINTS_DIR, PARAMETERS_FILE, SUMMARY_FILE, append_metrics, keep_metrics_until, load_trained, save_weights, weights_size, write_run_files
-from .runtime import make_accelerator, peak_memory_mb
+from .rundir import BEST_DIR, CHECKPOINTS_DIR, FROZEN_CACHE_FILE, PARAMETERS_FILE, SUMMARY_FILE, append_metrics, keep_metrics_until, load_trained, save_weights, weights_size, write_run_files
+from .runtime import make_accelerator, peak_memory_mb, same_on_every_process
 from .strategies.base import Strategy
 from .summary import RunSummary
 from .tasks.base import Task
@@ -75,7 +76,7 @@ def claimed_run_dir(config: RunConfig, accelerator: Accelerator) -> Iterator[Opt
         except BertTasksError as error:
             failure = error
     code = -2 if failure else (-1 if checkpoint is None else int(checkpoint.name.split("-")[1]))
-    code = _same_on_every_process(accelerator, code)
+    code = same_on_every_process(accelerator, code)
     try:
         if failure is not None:
             raise failure
@@ -92,14 +93,6 @@ def claimed_run_dir(config: RunConfig, accelerator: Accelerator) -> Iterator[Opt
     finally:
         if lock is not None:
             lock.release()
-
-
-def _same_on_every_process(accelerator: Accelerator, value: int) -> int:
-    """The main process's ``value`` on every process (a one-number broadcast: no pickling)."""
-    if accelerator.num_processes == 1:
-        return value
-    tensor = torch.tensor([value], dtype=torch.long, device=accelerator.device)  # Shape: [1]
-    return int(broadcast(tensor, from_process=0).item())
 
 
 def choose_checkpoint(config: RunConfig) -> Optional[Path]:
@@ -153,6 +146,10 @@ class TrainingLoop:
         self.model, self.optimizer, self.scheduler, *loaders = accelerator.prepare(assembly.model, optimizer, scheduler, *loaders)
         self.train_loader, self.eval_loader = loaders[0], (loaders[1] if eval_data else None)
         self.trainable_params = [p for p in self.model.parameters() if p.requires_grad]
+        network = accelerator.unwrap_model(self.model)
+        self.frozen = plan_frozen(tc, accelerator, network, self.task, assembly.strategy, train_data, eval_data)
+        network.frozen_cut = self.frozen.cut if self.frozen.cached else None
+        self.frozen_modules = self.frozen.frozen_modules(network)
         self.state = TrainerState()
         self.epoch_loader_rng = self.loader_generator.get_state()  # as the current epoch began
         self.evaluated_at = self.saved_at = -1
@@ -181,12 +178,14 @@ class TrainingLoop:
         tc = self.tc
         if self.main:
             atomic_files.write_json(self.run_dir / PARAMETERS_FILE, report)
+            atomic_files.write_json(self.run_dir / FROZEN_CACHE_FILE, self.frozen.record)
             print(format_report(report))
         if tc.log_with:
             self.accelerator.init_trackers(self.run_dir.name, config={"learning_rate": tc.learning_rate, "batch_size": tc.batch_size, "strategy": self.assembly.strategy.describe()})
         if self.main and not resumed:
             append_metrics(self.run_dir, {"event": "start", "trainable_parameters": self.trainable, "total_parameters": self.total,
-                                          "train_examples": len(self.train_data), "total_steps": self.total_steps, "processes": self.accelerator.num_processes})
+                                          "train_examples": len(self.train_data), "total_steps": self.total_steps, "processes": self.accelerator.num_processes,
+                                          "frozen_cache": self.frozen.cached, "frozen_cut": self.frozen.record.get("cut")})
 
     def run(self) -> None:
         state = self.state
@@ -208,7 +207,7 @@ class TrainingLoop:
         if state.batches_in_epoch == 0:
             self.epoch_loader_rng = self.loader_generator.get_state()
         loader = self.accelerator.skip_first_batches(self.train_loader, state.batches_in_epoch) if state.batches_in_epoch else self.train_loader
-        self.model.train()
+        self.train_mode()
         started = time.perf_counter()
         for batch in loader:
             self.train_micro_batch(batch)
@@ -224,7 +223,7 @@ class TrainingLoop:
                 stop = self.evaluate_and_checkpoint(evaluate=due_eval or done, save=due_save or (tc.save_every == "eval" and due_eval), done=done)
                 if stop:
                     return True
-                self.model.train()
+                self.train_mode()
                 started = time.perf_counter()
         state.train_seconds += time.perf_counter() - started
         state.epoch += 1
@@ -233,9 +232,16 @@ class TrainingLoop:
             return self.evaluate_and_checkpoint(evaluate=True, save=tc.save_every == "eval", done=False)
         return False
 
+    def train_mode(self) -> None:
+        """Training mode, but for the frozen part when it runs without dropout (cached, or frozen_dropout=false)."""
+        self.model.train()
+        for module in self.frozen_modules:
+            module.eval()
+
     def train_micro_batch(self, batch: dict[str, Any]) -> None:
         """Forward and backward on one micro-batch; the optimiser steps on accumulation boundaries."""
         accelerator, state = self.accelerator, self.state
+        attach(batch, self.frozen.train, accelerator.device)
         with accelerator.accumulate(self.model):
             outputs, labels = self.model(**batch["inputs"]), batch["labels"]
             real = self.sampler.real_rows(state.batches_in_epoch, accelerator.process_index, accelerator.num_processes)
@@ -288,7 +294,7 @@ class TrainingLoop:
         if self.eval_loader is None:
             return False
         state, accelerator = self.state, self.accelerator
-        results = evaluate(accelerator, self.model, self.eval_loader, self.task, self.eval_data)
+        results = evaluate(accelerator, self.model, self.eval_loader, self.task, self.eval_data, self.frozen.validation)
         value = results[self.best_metric]
         better = state.best_value is None or (value > state.best_value if greater_is_better(self.best_metric) else value < state.best_value)
         if better:
@@ -320,7 +326,7 @@ def finish(config: RunConfig, accelerator: Accelerator, loop: TrainingLoop) -> R
     accelerator.wait_for_everyone()
     summary = RunSummary.create(
         config, strategy.describe(), loop.best_metric, loop.state, loop.trainable, loop.total, accelerator.num_processes,
-        weights_size(run_dir), peak_memory_mb(accelerator.device),
+        weights_size(run_dir), peak_memory_mb(accelerator.device), loop.frozen.record,
     )
     if accelerator.is_main_process:
         summary.save(run_dir)

@@ -1,9 +1,13 @@
 """Shared fixtures: a tiny BERT and WordPiece tokenizer built in code, saved as a local checkpoint."""
 from __future__ import annotations
 
+import atexit
 import csv
 import json
+import os
 import random
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -13,6 +17,11 @@ from transformers import BertConfig, BertModel, BertTokenizerFast
 ROOT = Path(__file__).resolve().parent.parent
 SHARED_DATA = ROOT.parent / "shared" / "data"
 DEMO_DATA = ROOT / "bert_tasks" / "demo_data"
+
+# Frozen-part stores of the tests' runs (and their subprocesses) go to a folder of this session, not ~/.cache.
+FROZEN_CACHE = Path(tempfile.mkdtemp(prefix="bert-tasks-test-cache-"))
+os.environ["BERT_TASKS_CACHE"] = str(FROZEN_CACHE)
+atexit.register(shutil.rmtree, FROZEN_CACHE, True)
 
 
 def tiny_vocab() -> list[str]:

@@ -51,6 +51,13 @@ class Strategy(ABC):
         for the network's own parameters, which are grouped by where they sit (embeddings, layer k, head)."""
         return None
 
+    def frozen_layers(self, model: TaskModel) -> Optional[int]:
+        """How many bottom layers of the encoder (with its embeddings) this strategy leaves frozen and
+        untouched: no trainable weight, nothing injected, the pretrained computation exactly. The loop
+        may then compute their output once and reuse it (``train.cache_frozen``). None: nothing of the
+        encoder is both (the embeddings train, or the strategy changes every layer)."""
+        return None
+
     def merge(self, model: TaskModel) -> None:
         """Fold the strategy's trained weights into the pretrained ones (only when ``mergeable``)."""
         raise NotImplementedError(f"strategy {self.registered_name!r} cannot be merged into the base weights")

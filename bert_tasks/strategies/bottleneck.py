@@ -97,6 +97,10 @@ class Bottleneck(Strategy):
         model.add_module("adapters", adapters)
         model.train_new_parts()
 
+    def frozen_layers(self, model: TaskModel) -> Optional[int]:
+        """With ``last_n``, the layers below the adapted ones are untouched."""
+        return None if self.config.last_n is None else len(encoder_layers(model.encoder)) - self.config.last_n
+
     def _adapt_stack(self, stack_name: str, stack: nn.Module, adapters: nn.ModuleDict) -> None:
         """Adapters in the (top ``last_n``) layers of one stack, named ``layer{i}_{site}`` for the
         encoder and ``decoder_layer{i}_{site}`` for a decoder."""

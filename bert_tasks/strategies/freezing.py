@@ -58,3 +58,6 @@ class LastN(Strategy):
             for layer in layers[len(layers) - self.config.n :]:
                 layer.requires_grad_(True)
         model.train_new_parts()
+
+    def frozen_layers(self, model: TaskModel) -> int:
+        return len(encoder_layers(model.encoder)) - self.config.n

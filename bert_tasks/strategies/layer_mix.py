@@ -91,6 +91,10 @@ class LayerMix(Strategy):
                     layer.requires_grad_(True)
         model.train_new_parts()
 
+    def frozen_layers(self, model: TaskModel) -> Optional[int]:
+        total = len(encoder_layers(model.encoder))
+        return {"frozen": total, "last_n": total - (self.config.n or 0)}.get(self.config.encoder)
+
     def inspect(self, model: TaskModel) -> dict[str, Any]:
         mix: ScalarMix = model.features
         return {"layer_weights": {("embeddings" if k == 0 else f"layer {k}"): round(w, 4) for k, w in enumerate(mix.layer_weights())}, "gamma": round(float(mix.gamma.detach()), 4)}

@@ -12,6 +12,7 @@ from typing import Optional
 import peft
 from torch import nn
 
+from ..backbone import encoder_layers, layer_list_owner
 from ..errors import ConfigError
 from ..ranges import check_range
 from ..model import TaskModel
@@ -28,6 +29,7 @@ class LoraConfig:
     # module names (suffixes) that get an update; null: the attention query and value projections
     # under whatever name the architecture uses (query/value, q_proj/v_proj, q/v, q_lin/v_lin)
     target_modules: Optional[list[str]] = None
+    last_n: Optional[int] = None  # updates only in the top N layers of each stack (peft's layers_to_transform); null: every layer
 
     def validate(self) -> None:
         if self.r < 1:
@@ -36,6 +38,8 @@ class LoraConfig:
         check_range("strategy.dropout", self.dropout, 0, 1, high_open=True)
         if self.target_modules is not None and not self.target_modules:
             raise ConfigError("strategy.target_modules: give at least one module name, e.g. [query, value], or null for the default")
+        if self.last_n is not None and self.last_n < 1:
+            raise ConfigError(f"strategy.last_n: must be 1 or more (or null for every layer), got {self.last_n}")
 
 
 QUERY_VALUE_NAMES = (("query", "value"), ("q_proj", "v_proj"), ("q", "v"), ("q_lin", "v_lin"))
@@ -69,7 +73,7 @@ class Lora(Strategy):
         model.backbone.requires_grad_(False)
         for stack_name, stack in model.tunable_stacks():
             targets = list(cfg.target_modules) if cfg.target_modules else default_targets(stack)
-            lora = peft.LoraConfig(r=cfg.r, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout, target_modules=targets, bias="none")
+            lora = peft.LoraConfig(r=cfg.r, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout, target_modules=targets, bias="none", **self._layers(stack_name, stack))
             try:
                 peft.inject_adapter_in_model(lora, stack)
             except ValueError as error:
@@ -81,6 +85,19 @@ class Lora(Strategy):
             if "lora_" in name:
                 parameter.requires_grad_(True)
         model.train_new_parts()
+
+    def _layers(self, stack_name: str, stack: nn.Module) -> dict:
+        """peft's options limiting the updates to the top ``last_n`` layers of ``stack`` (none: every layer)."""
+        if self.config.last_n is None:
+            return {}
+        total = len(encoder_layers(stack))
+        if self.config.last_n > total:
+            raise ConfigError(f"strategy.last_n={self.config.last_n}: the {stack_name} has only {total} layers")
+        return {"layers_to_transform": list(range(total - self.config.last_n, total)), "layers_pattern": layer_list_owner(stack)[1]}
+
+    def frozen_layers(self, model: TaskModel) -> Optional[int]:
+        """With ``last_n``, the layers below the adapted ones are untouched."""
+        return None if self.config.last_n is None else len(encoder_layers(model.encoder)) - self.config.last_n
 
     def merge(self, model: TaskModel) -> None:
         """Fold every LoRA update into its base weight and remove the LoRA modules."""

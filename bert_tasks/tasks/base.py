@@ -64,6 +64,9 @@ class Task(ABC):
     # The stock transformers class holding an encoder plus this task's head, weight for weight (e.g.
     # AutoModelForSequenceClassification); None: models of this task publish in bert_tasks format.
     stock_class: Optional[type] = None
+    # False when a row's encoder input changes from epoch to epoch (e.g. fresh masks each epoch): the
+    # output of a frozen encoder part then cannot be computed once and reused (``train.cache_frozen``).
+    fixed_inputs: bool = True
 
     def __init__(self, config: Any, data: DataConfig, tokenizer: PreTrainedTokenizerBase) -> None:
         self.config = config

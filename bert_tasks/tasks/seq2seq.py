@@ -214,7 +214,7 @@ class Seq2Seq(Task):
         (the loss sums make the evaluation loss exact on any number of processes).
         Shape: -> [batch, 2 + generated]"""
         inputs = batch["inputs"]
-        hidden = model.encode(inputs["input_ids"], inputs["attention_mask"])  # Shape: [batch, src, hidden]
+        hidden = model.encode(**model.encoder_inputs(inputs))  # Shape: [batch, src, hidden]
         rows = inputs["input_ids"].shape[0]
         nll, count = torch.zeros(rows, device=hidden.device), torch.zeros(rows, device=hidden.device)
         if "labels" in batch:
