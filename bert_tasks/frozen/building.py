@@ -31,8 +31,10 @@ from accelerate import Accelerator
 from torch import nn
 
 from ..atomic_files import fsync_path, write_json
+from ..backbone import encoder_layers
 from ..batching import EncodedDataset
 from ..errors import BertTasksError, ConfigError
+from ..parameters import weights_hash
 from ..run_lock import RunLock
 from ..runtime import same_on_every_process
 from .cut import FrozenCut, run_lower
@@ -68,17 +70,9 @@ class StoreSettings:
 
 def frozen_weights_hash(encoder: nn.Module, cut: FrozenCut) -> str:
     """sha256 over the names and values of every encoder tensor below the cut (all but layers k..L-1)."""
-    from ..backbone import layer_list_owner
-
-    owner, attribute = layer_list_owner(encoder)
-    above = {id(t) for layer in list(getattr(owner, attribute))[cut.layers :] for t in layer.state_dict().values()}
-    digest = hashlib.sha256()
-    for name, tensor in sorted(encoder.state_dict().items()):
-        if id(tensor) in above:
-            continue
-        digest.update(name.encode())
-        digest.update(tensor.detach().cpu().reshape(-1).view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
-    return digest.hexdigest()
+    above = {id(layer) for layer in list(encoder_layers(encoder))[cut.layers :]}
+    prefixes = tuple(f"{name}." for name, module in encoder.named_modules() if id(module) in above)
+    return weights_hash(encoder, exclude={name for name in encoder.state_dict() if name.startswith(prefixes)})
 
 
 def encoder_batches(data: EncodedDataset, collate: Callable, head_inputs: tuple[str, ...], rows: list[int], batch_size: int):
