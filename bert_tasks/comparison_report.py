@@ -22,6 +22,7 @@ from .summary import RunSummary
 REPORT_COLUMNS = (
     "strategy", "best_lr", "metric_mean", "metric_std", "seeds", "trainable_parameters", "trainable_percent",
     "train_seconds", "samples_per_second", "peak_memory_mb", "checkpoint_mb",
+    "frozen_cache", "cache_build_seconds", "uncached_train_seconds_estimate",
 )
 
 
@@ -64,7 +65,16 @@ class StrategyResult:
             "samples_per_second": round(statistics.fmean(r.train_samples_per_second for r in runs), 2),
             "peak_memory_mb": round(max(r.peak_memory_mb for r in runs), 0),
             "checkpoint_mb": round(runs[0].checkpoint_bytes / 1e6, 2),
+            # the frozen-work cache: how each run got its store (built here / reused from another cell / off)
+            "frozen_cache": "/".join(sorted({r.frozen_cache.get("train", {}).get("how", "off") for r in runs})),
+            "cache_build_seconds": round(statistics.fmean(r.cache_build_seconds for r in runs), 1),
+            "uncached_train_seconds_estimate": round(statistics.fmean(uncached_seconds(r) for r in runs), 1),
         }
+
+
+def uncached_seconds(summary: RunSummary) -> float:
+    """Training time without the frozen cache: measured when it was off, else the run's estimate."""
+    return float(summary.frozen_cache.get("uncached_train_seconds_estimate", summary.train_seconds))
 
 
 def metric_of(summary: RunSummary, metric: Optional[str]) -> Optional[float]:
@@ -103,17 +113,32 @@ def collect(comparison: Comparison) -> tuple[str, list[StrategyResult]]:
 
 
 def format_markdown_table(metric: str, results: list[StrategyResult]) -> str:
-    header = f"| strategy | best lr | {metric} (mean ± std) | seeds | trainable | % | train s | samples/s | peak MB | size MB |"
-    lines = [header, "|" + "---|" * 10]
+    header = (f"| strategy | best lr | {metric} (mean ± std) | seeds | trainable | % | train s | samples/s | peak MB | size MB "
+              "| frozen cache | cache build s | train s without cache |")
+    lines = [header, "|" + "---|" * 13]
     for result in results:
         row = result.row()
         edge = " (grid edge)" if result.at_grid_edge else ""
         lines.append(
             f"| {row['strategy']} | {row['best_lr']:g}{edge} | {row['metric_mean']:.4f} ± {row['metric_std']:.4f} | {row['seeds']} "
             f"| {row['trainable_parameters']:,} | {row['trainable_percent']:.2f} | {row['train_seconds']:.1f} "
-            f"| {row['samples_per_second']:.1f} | {row['peak_memory_mb']:.0f} | {row['checkpoint_mb']:.2f} |"
+            f"| {row['samples_per_second']:.1f} | {row['peak_memory_mb']:.0f} | {row['checkpoint_mb']:.2f} "
+            f"| {row['frozen_cache']} | {row['cache_build_seconds']:.1f} | {row['uncached_train_seconds_estimate']:.1f} |"
         )
     return "\n".join(lines)
+
+
+def cache_line(comparison: Comparison) -> str:
+    """All finished cells' time with the frozen cache (training + store builds) against without it
+    (measured for cells that ran without it, estimated for cached ones: one frozen pass per epoch)."""
+    summaries = [RunSummary.load(comparison.run_dir(c)) for c in comparison.cells if (comparison.run_dir(c) / SUMMARY_FILE).is_file()]
+    with_cache = sum(s.train_seconds + s.cache_build_seconds for s in summaries)
+    without = sum(uncached_seconds(s) for s in summaries)
+    built = sum(s.frozen_cache.get(split, {}).get("how") == "built" for s in summaries for split in ("train", "validation"))
+    reused = sum(s.frozen_cache.get(split, {}).get("how") == "reused" for s in summaries for split in ("train", "validation"))
+    return (f"Frozen-work cache: {built} stores built, {reused} reused by other cells. Training time of all cells: {with_cache:,.0f} s with the "
+            f"cache (builds included), {without:,.0f} s without it (estimated: one more frozen pass per epoch per cached cell)"
+            + (f", {without / with_cache:.2f}x." if with_cache > 0 else "."))
 
 
 def write_report(comparison: Comparison) -> Optional[str]:
@@ -150,6 +175,8 @@ def write_report(comparison: Comparison) -> Optional[str]:
         "Peak MB is the training process's peak (resident set on CPU, allocated memory on a GPU); size MB is the saved checkpoint.",
         "",
         table,
+        "",
+        cache_line(comparison),
         "",
         "## Learning-rate grid",
         "",

@@ -304,10 +304,11 @@ class TrainingLoop:
                 save_weights(self.run_dir / BEST_DIR, self.assembly, accelerator.unwrap_model(self.model))
         else:
             state.evals_without_improvement += 1
-        record = {"event": "eval", "step": state.global_step, "epoch": round(state.global_step / self.steps_per_epoch, 3), **results}
+        record = {"event": "eval", "step": state.global_step, "epoch": round(state.global_step / self.steps_per_epoch, 3),
+                  "train_seconds": round(state.train_seconds, 3), **results}
         if self.main:
             append_metrics(self.run_dir, record)
-            shown = {k: v for k, v in record.items() if "/" not in k}  # per-type breakdowns stay in metrics.jsonl
+            shown = {k: v for k, v in record.items() if "/" not in k and k != "train_seconds"}  # breakdowns stay in metrics.jsonl
             self.progress.note(" ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in shown.items()))
         accelerator.log({f"eval/{k}": v for k, v in results.items()}, step=state.global_step)
         accelerator.wait_for_everyone()
@@ -324,6 +325,9 @@ def finish(config: RunConfig, accelerator: Accelerator, loop: TrainingLoop) -> R
     """summary.json, the task's report, the strategy's plots of the best weights; ends the trackers."""
     run_dir, task, strategy = config.run_dir, loop.task, loop.assembly.strategy
     accelerator.wait_for_everyone()
+    loop.frozen.estimate_uncached(loop.state.train_seconds, loop.state.samples_seen / max(len(loop.train_data), 1))
+    if accelerator.is_main_process:
+        atomic_files.write_json(run_dir / FROZEN_CACHE_FILE, loop.frozen.record)
     summary = RunSummary.create(
         config, strategy.describe(), loop.best_metric, loop.state, loop.trainable, loop.total, accelerator.num_processes,
         weights_size(run_dir), peak_memory_mb(accelerator.device), loop.frozen.record,

@@ -50,6 +50,13 @@ def test_compare_runs_the_grid_resumes_and_reports(tmp_path, tiny_checkpoint, ca
     assert (root / "metric_vs_parameters.png").stat().st_size > 10_000 and (root / "learning_curves.png").is_file()
     assert "| last_n:n=1 |" in (root / "report.md").read_text()
 
+    # the frozen-work cache: the four last_n cells share one cut, so the first builds and the others reuse
+    hows = [RunSummary.load(comparison.run_dir(c)).frozen_cache.get("train", {}).get("how") for c in comparison.cells if c.label == "last_n:n=1"]
+    assert sorted(hows) == ["built", "reused", "reused", "reused"]
+    assert rows["full"]["frozen_cache"] == "off" and rows["last_n:n=1"]["frozen_cache"] in ("built/reused", "reused")
+    assert float(row["uncached_train_seconds_estimate"]) >= float(row["train_seconds"])
+    assert "2 stores built, 6 reused by other cells" in (root / "report.md").read_text()
+
     # resumable: finished cells are skipped, a missing one runs again
     victim = comparison.run_dir(comparison.cells[3])
     (victim / "summary.json").unlink()

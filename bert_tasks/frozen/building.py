@@ -167,9 +167,13 @@ class StoreBuilder:
                 started = time.perf_counter()
                 store = self._build(data, folder if code == 1 else None, key)
                 record.update(how="built" if code == 1 else "in memory", build_seconds=round(time.perf_counter() - started, 2))
-                if code == 2:
-                    return store, record
-            store = FrozenStore.open(folder, data.lengths, settings.memory_budget)
+                if self.main:
+                    print(f"bert-tasks: frozen cache ({split}): built in {record['build_seconds']:.1f} s", file=sys.stderr)
+            if code != 2:
+                store = FrozenStore.open(folder, data.lengths, settings.memory_budget)
+            # one pass of the frozen part over the split, as measured when the store was built: what
+            # every epoch (or evaluation) would cost again without the store
+            record["pass_seconds"] = float(store.manifest.get("pass_seconds", record["build_seconds"]))
         finally:
             if lock is not None:
                 lock.release()
@@ -240,6 +244,7 @@ class StoreBuilder:
         writer = ShardWriter(building, rank, len(range(rank, len(data), shards)), settings.dtype)
         was_training = self.encoder.training
         self.encoder.eval()
+        started = time.perf_counter()
         try:
             for chunk, inputs in encoder_batches(data, self.collate, self.head_inputs, mine, settings.batch_size):
                 inputs = {name: value.to(accelerator.device) for name, value in inputs.items()}
@@ -250,7 +255,7 @@ class StoreBuilder:
         finally:
             self.encoder.train(was_training)
         values = writer.finish()
-        manifest = self._manifest(data, key, shards)
+        manifest = {**self._manifest(data, key, shards), "pass_seconds": round(time.perf_counter() - started, 3)}
         if folder is None:
             return FrozenStore.in_memory(values if values is not None else torch.zeros((0, self.cut.states, self.encoder.config.hidden_size), dtype=settings.dtype, device="cpu"),
                                          writer.offsets, data.lengths, settings.compute_dtype, manifest)

@@ -45,6 +45,13 @@ class FrozenPlan:
     def cached(self) -> bool:
         return self.train is not None
 
+    def estimate_uncached(self, train_seconds: float, epochs: float) -> None:
+        """Record what training would have taken without the store: one more frozen pass per epoch
+        (each pass as long as the measured build). An estimate: benchmarks/cached_strategies.py measures it."""
+        if self.cached:
+            passes = epochs * float(self.record["train"].get("pass_seconds", 0.0))
+            self.record["uncached_train_seconds_estimate"] = round(train_seconds + passes, 2)
+
     def frozen_modules(self, model: TaskModel) -> list[nn.Module]:
         return frozen_modules(model.encoder, self.cut) if self.eval_mode and self.cut is not None else []
 
