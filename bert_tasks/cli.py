@@ -1,4 +1,4 @@
-"""bert-tasks train | evaluate | predict | compare | publish | inspect | recipes | report.
+"""bert-tasks train | evaluate | predict | compare | publish | inspect | recipes | report | cache.
 
 Errors in the user's input print as one line on stderr with exit status 2.
 """
@@ -103,6 +103,18 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_cache(args: argparse.Namespace) -> int:
+    from .frozen.inventory import cache_root, clear, describe
+
+    root = cache_root(args.dir)
+    if args.clear:
+        freed = clear(root)
+        print(f"removed the frozen stores in {root}: {freed / 2**20:,.1f} MB freed")
+    else:
+        print(describe(root))
+    return 0
+
+
 DEVICE_HELP = "auto (a GPU when there is one), cpu, cuda, cuda:N or mps"
 
 
@@ -156,11 +168,16 @@ def build_parser() -> argparse.ArgumentParser:
     report = commands.add_parser("report", help="a table of finished runs: bert-tasks report RUN_DIR [RUN_DIR ...]")
     report.add_argument("run_dirs", nargs="+")
     report.set_defaults(run=_cmd_report)
+
+    cache = commands.add_parser("cache", help="the stored outputs of frozen encoder parts (train.cache_frozen): list them, or --clear")
+    cache.add_argument("--dir", help="the store folder (default: $BERT_TASKS_CACHE, else ~/.cache/bert_tasks/frozen)")
+    cache.add_argument("--clear", action="store_true", help="remove every store (and dead builds' leftovers) in it")
+    cache.set_defaults(run=_cmd_cache)
     return parser
 
 
 # Commands that never load a model, so they answer without importing transformers (seconds).
-_LIGHT_COMMANDS = {"recipes", "report"}
+_LIGHT_COMMANDS = {"recipes", "report", "cache"}
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

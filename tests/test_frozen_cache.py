@@ -221,15 +221,19 @@ def test_two_processes_cache_their_shares_and_match_one(tmp_path, tiny_checkpoin
     (tmp_path / "cache").rename(tmp_path / "cache-one")  # the 2-process run builds its own two-shard store
     two = _command("-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29541", "-m", "bert_tasks", "train", str(path), "output.name=two", cwd=tmp_path)
     assert two.wait(600) == 0, two.stderr.read()[-3000:]
+    plain = _command("-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29542", "-m", "bert_tasks", "train", str(path),
+                     "output.name=two-plain", "train.cache_frozen=false", "train.frozen_dropout=false", cwd=tmp_path)
+    assert plain.wait(600) == 0, plain.stderr.read()[-3000:]
     runs = tmp_path / "runs"
     record = _record(runs / "two")
     assert record["cached"] and record["train"]["how"] == "built"
     assert json.loads((Path(record["train"]["folder"]) / "manifest.json").read_text())["shards"] == 2
-    evals = [[e["loss"] for e in read_metrics(runs / name) if e["event"] == "eval"] for name in ("one", "two")]
-    assert evals[0] == pytest.approx(evals[1], abs=1e-5)
-    a, b = _final_weights(runs / "one"), _final_weights(runs / "two")
-    for name in a:
-        torch.testing.assert_close(a[name], b[name], rtol=0, atol=1e-5)
+    evals = [[e["loss"] for e in read_metrics(runs / name) if e["event"] == "eval"] for name in ("one", "two", "two-plain")]
+    assert evals[0] == pytest.approx(evals[1], abs=1e-5) and evals[1] == pytest.approx(evals[2], abs=1e-5)
+    one, two, two_plain = (_final_weights(runs / name) for name in ("one", "two", "two-plain"))
+    for name in one:
+        torch.testing.assert_close(one[name], two[name], rtol=0, atol=1e-5)
+        torch.testing.assert_close(two[name], two_plain[name], rtol=0, atol=1e-5)
 
 
 @pytest.mark.slow
@@ -258,3 +262,18 @@ def test_resumed_cached_run_ends_where_an_uninterrupted_one_does(tmp_path, tiny_
     a, b = _final_weights(resumed), _final_weights(whole)
     for name in a:
         assert torch.equal(a[name], b[name])
+
+
+def test_cache_command_lists_and_clears_only_stores(tmp_path, tiny_checkpoint, capsys):
+    from bert_tasks.cli import main
+
+    _train(tiny_checkpoint, tmp_path, "run", {"name": "last_n", "n": 1})
+    keep = tmp_path / "cache" / "my-notes"
+    keep.mkdir()
+    (keep / "notes.txt").write_text("not a store")
+    capsys.readouterr()
+    assert main(["cache", "--dir", str(tmp_path / "cache")]) == 0
+    listing = capsys.readouterr().out
+    assert "2 stores" in listing and "64 rows" in listing and "24 rows" in listing and "cut at layer 3" in listing
+    assert main(["cache", "--dir", str(tmp_path / "cache"), "--clear"]) == 0
+    assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == ["my-notes"]

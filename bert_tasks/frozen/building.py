@@ -24,11 +24,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-import numpy as np
 import torch
 import transformers
 from accelerate import Accelerator
 from torch import nn
+from torch.utils.data import DataLoader
 
 from ..atomic_files import fsync_path, write_json
 from ..backbone import encoder_layers
@@ -38,20 +38,11 @@ from ..parameters import weights_hash
 from ..run_lock import RunLock
 from ..runtime import same_on_every_process
 from .cut import FrozenCut, run_lower
-from .store import FORMAT, MANIFEST, FrozenStore, ShardWriter, dtype_name, read_manifest
+from .inventory import FORMAT, MANIFEST, read_manifest
+from .store import FrozenStore, ShardWriter, dtype_name
 
 DISK_MARGIN = 512 * 2**20  # free space a build leaves on the disk beyond the store itself
 GiB = 2**30
-
-
-def cache_root(cache_dir: Optional[str]) -> Path:
-    """train.cache_dir, else $BERT_TASKS_CACHE, else $XDG_CACHE_HOME/bert_tasks/frozen (~/.cache/...)."""
-    if cache_dir:
-        return Path(cache_dir).expanduser()
-    if os.environ.get("BERT_TASKS_CACHE"):
-        return Path(os.environ["BERT_TASKS_CACHE"]).expanduser()
-    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    return base / "bert_tasks" / "frozen"
 
 
 @dataclass(frozen=True)
@@ -76,11 +67,12 @@ def frozen_weights_hash(encoder: nn.Module, cut: FrozenCut) -> str:
 
 
 def encoder_batches(data: EncodedDataset, collate: Callable, head_inputs: tuple[str, ...], rows: list[int], batch_size: int):
-    """(row indices, the encoder's inputs) for ``rows`` in batches of ``batch_size``, as the task collates them."""
-    for start in range(0, len(rows), batch_size):
-        chunk = rows[start : start + batch_size]
-        inputs = collate([data[i] for i in chunk])["inputs"]
-        yield chunk, {name: value for name, value in inputs.items() if name not in head_inputs}
+    """(row indices, the encoder's inputs on the CPU) for ``rows`` in batches of ``batch_size``, collated
+    by the task as its training batches are (through a DataLoader, which builds CPU batches by design)."""
+    chunks = [rows[start : start + batch_size] for start in range(0, len(rows), batch_size)]
+    loader = DataLoader(data, batch_sampler=chunks, collate_fn=collate, generator=torch.Generator())  # own seed source: the global RNG (dropout) stays as it was
+    for chunk, batch in zip(chunks, loader):
+        yield chunk, {name: value for name, value in batch["inputs"].items() if name not in head_inputs}
 
 
 def rows_fingerprint(data: EncodedDataset, collate: Callable, head_inputs: tuple[str, ...]) -> str:
@@ -250,6 +242,7 @@ class StoreBuilder:
                 inputs = {name: value.to(accelerator.device) for name, value in inputs.items()}
                 with accelerator.autocast():
                     states = run_lower(self.encoder, self.cut, inputs)  # Shape: [batch, seq, states, hidden]
+                states = states.to(settings.dtype).cpu()  # one copy per batch, not one per row
                 for position, row in enumerate(chunk):
                     writer.add(row // shards, states[position, : data.lengths[row]])
         finally:

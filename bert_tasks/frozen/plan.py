@@ -22,7 +22,8 @@ from ..errors import ConfigError
 from ..model import TaskModel
 from ..strategies.base import Strategy
 from ..tasks.base import Task
-from .building import GiB, StoreBuilder, StoreSettings, cache_root, encoder_batches, rows_fingerprint
+from .building import GiB, StoreBuilder, StoreSettings, encoder_batches, rows_fingerprint
+from .inventory import cache_root
 from .cut import FrozenCut, frozen_modules, split_difference, touched_below
 from .store import DTYPES, FrozenStore, dtype_name
 

@@ -12,7 +12,6 @@ Nothing here unpickles: offsets load with ``allow_pickle=False``.
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
@@ -20,9 +19,8 @@ import numpy as np
 import torch
 
 from ..errors import BertTasksError
+from .inventory import MANIFEST, read_manifest
 
-MANIFEST = "manifest.json"
-FORMAT = 1
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 # numpy holds each dtype's values as: float32, float16, and bfloat16 bits as int16
 NUMPY_OF = {torch.float32: np.float32, torch.float16: np.float16, torch.bfloat16: np.int16}
@@ -139,11 +137,3 @@ class FrozenStore:
             out[position, :length] = values if isinstance(values, torch.Tensor) else from_numpy(values, self.dtype)
         out = out.to(device, non_blocking=staged)
         return out if self.dtype == self.compute_dtype else out.to(self.compute_dtype)
-
-
-def read_manifest(folder: Path) -> Optional[dict[str, Any]]:
-    try:
-        manifest = json.loads((folder / MANIFEST).read_text())
-    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
-        return None
-    return manifest if isinstance(manifest, dict) and manifest.get("format") == FORMAT else None
