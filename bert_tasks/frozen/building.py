@@ -93,12 +93,14 @@ def rows_fingerprint(data: EncodedDataset, collate: Callable, head_inputs: tuple
     return digest.hexdigest()
 
 
-def store_key(encoder: nn.Module, cut: FrozenCut, data: EncodedDataset, collate: Callable, head_inputs: tuple[str, ...], settings: StoreSettings, device: torch.device) -> str:
+def store_key(encoder: nn.Module, cut: FrozenCut, data: EncodedDataset, collate: Callable, head_inputs: tuple[str, ...], settings: StoreSettings,
+              device: torch.device, rows: Optional[str] = None) -> str:
+    """``rows``: the data's ``rows_fingerprint`` when the caller already has it."""
     config = {k: v for k, v in encoder.config.to_dict().items() if k != "_name_or_path" and "dropout" not in k}
     parts = {
         "format": FORMAT, "torch": torch.__version__, "transformers": transformers.__version__,
         "encoder": type(encoder).__name__, "config": config, "attention": getattr(encoder.config, "_attn_implementation", None),
-        "weights": frozen_weights_hash(encoder, cut), "rows": rows_fingerprint(data, collate, head_inputs),
+        "weights": frozen_weights_hash(encoder, cut), "rows": rows or rows_fingerprint(data, collate, head_inputs),
         "cut": cut.layers, "all_states": cut.all_states, "dtype": dtype_name(settings.dtype),
         "compute_dtype": dtype_name(settings.compute_dtype), "precision": settings.precision, "device": device.type,
     }
@@ -133,11 +135,11 @@ class StoreBuilder:
         self.accelerator, self.encoder, self.cut, self.collate, self.head_inputs, self.settings = accelerator, encoder, cut, collate, head_inputs, settings
         self.main = accelerator.is_main_process
 
-    def obtain(self, split: str, data: EncodedDataset) -> tuple[FrozenStore, dict[str, Any]]:
+    def obtain(self, split: str, data: EncodedDataset, rows: Optional[str] = None) -> tuple[FrozenStore, dict[str, Any]]:
         """The split's store and what to record about it (key, size, built / reused / in memory, seconds)."""
         settings, accelerator = self.settings, self.accelerator
         size = estimated_bytes(data, self.cut, self.encoder.config.hidden_size, settings.dtype)
-        key = store_key(self.encoder, self.cut, data, self.collate, self.head_inputs, settings, accelerator.device)
+        key = store_key(self.encoder, self.cut, data, self.collate, self.head_inputs, settings, accelerator.device, rows)
         folder = settings.root / key
         record: dict[str, Any] = {"key": key, "rows": len(data), "tokens": int(sum(data.lengths)), "bytes": size, "folder": str(folder)}
         lock, code, failure = None, -2, None

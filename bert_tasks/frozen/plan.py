@@ -107,7 +107,7 @@ def plan_frozen(tc: TrainConfig, accelerator: Accelerator, model: TaskModel, tas
         probe = _probe_batch(train_data, task, head_inputs, accelerator.device)
         reason = why_not_cached(model, task, strategy, cut, tc, accelerator, probe)
         if reason is None:
-            rows_fingerprint(train_data, task.collate, head_inputs)  # a row the store cannot hold (not right-padded) fails here
+            train_rows = rows_fingerprint(train_data, task.collate, head_inputs)  # a row the store cannot hold (not right-padded) fails here
     except ConfigError as error:
         reason = str(error)
     finally:
@@ -128,7 +128,7 @@ def plan_frozen(tc: TrainConfig, accelerator: Accelerator, model: TaskModel, tas
     )
     builder = StoreBuilder(accelerator, model.encoder, cut, task.collate, head_inputs, settings)
     plan.eval_mode = True
-    plan.train, plan.record["train"] = builder.obtain("train", train_data)
+    plan.train, plan.record["train"] = builder.obtain("train", train_data, rows=train_rows)  # fingerprinted once, above
     if eval_data is not None:
         plan.validation, plan.record["validation"] = builder.obtain("validation", eval_data)
     plan.record.update(cached=True, dtype=dtype_name(settings.dtype), compute_dtype=dtype_name(compute_dtype), root=str(settings.root))
