@@ -255,3 +255,13 @@ def seq2seq_recipe_sections(files: dict[str, Path], **task) -> dict:
         "task": {"name": "seq2seq", "max_source_length": 32, "max_target_length": 24, "max_new_tokens": 24, **task},
         "data": {"dataset": None, "train": str(files["train"]), "validation": str(files["validation"]), "text_column": "dialogue", "label_column": "summary"},
     }
+
+
+WALL_CLOCK_FIELDS = ("train_seconds",)
+
+
+def metric_records(run_dir: Path) -> list[dict]:
+    """metrics.jsonl without its wall-clock fields: what two runs that computed the same thing share."""
+    from bert_tasks.rundir import read_metrics
+
+    return [{k: v for k, v in record.items() if k not in WALL_CLOCK_FIELDS} for record in read_metrics(run_dir)]

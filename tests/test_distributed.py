@@ -8,7 +8,7 @@ import sys
 import pytest
 import torch
 import yaml
-from conftest import make_ner_files, make_seq2seq_files, ner_recipe_sections, seq2seq_recipe_sections, tiny_recipe
+from conftest import make_ner_files, make_seq2seq_files, metric_records, ner_recipe_sections, seq2seq_recipe_sections, tiny_recipe
 from safetensors.torch import load_file
 
 from bert_tasks.checkpointing import checkpoint_dirs
@@ -78,7 +78,7 @@ def test_two_processes_resume_to_the_same_weights(tmp_path, tiny_checkpoint):
         shutil.rmtree(folder)
     (cut / "summary.json").unlink()
     _run([*torchrun, "output.name=cut", "train.resume=true"], tmp_path)
-    assert read_metrics(cut) == read_metrics(whole)
+    assert metric_records(cut) == metric_records(whole)
     for name in ("best/model.safetensors", f"checkpoints/{checkpoint_dirs(whole)[-1].name}/model.safetensors"):
         a, b = load_file(str(whole / name)), load_file(str(cut / name))
         assert all(torch.equal(a[k], b[k]) for k in a), name

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from conftest import tiny_recipe
+from conftest import metric_records, tiny_recipe
 from safetensors.torch import load_file
 
 import bert_tasks
@@ -65,7 +65,7 @@ def _assert_same_run(resumed: Path, reference: Path) -> None:
         assert a.keys() == b.keys()
         for key in a:
             assert torch.equal(a[key], b[key]), (name, key)
-    assert read_metrics(resumed) == read_metrics(reference)  # each step once, same numbers
+    assert metric_records(resumed) == metric_records(reference)  # each step once, same numbers
     assert [p.name for p in checkpoint_dirs(resumed)] == [p.name for p in checkpoint_dirs(reference)]
     assert not (resumed / LOCK_FILE).exists()
 

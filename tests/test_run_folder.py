@@ -13,7 +13,7 @@ import time
 
 import pytest
 import torch
-from conftest import tiny_recipe
+from conftest import metric_records, tiny_recipe
 from safetensors.torch import load_file
 
 import bert_tasks
@@ -163,7 +163,7 @@ def test_damaged_newest_checkpoint_is_skipped_and_metrics_hold_each_step_once(tm
     assert summary.steps == 8 and summary.best_step == json.loads((run_a / "summary.json").read_text())["best_step"]
     # metrics.jsonl: the records after step 2 (written by "the killed run") are not doubled, and the
     # resumed run's records are the uninterrupted run's, loss sums included
-    assert read_metrics(run_b) == read_metrics(run_a)
+    assert metric_records(run_b) == metric_records(run_a)
     for name in ("best/model.safetensors", "checkpoints/step-0000008/model.safetensors"):
         a, b = load_file(str(run_a / name)), load_file(str(run_b / name))
         assert all(torch.equal(a[k], b[k]) for k in a), name
