@@ -2,6 +2,7 @@
 in both, so both train the same network), against full fine-tuning, in one run, same precision.
 
     python benchmarks/cached_strategies.py [--only sst2,conll,samsum] [--epochs 3] [--precision no|bf16]
+                                           [--strategies "full,last_n n=2"] [--depth 12]
 
 - SST-2: the first 4,096 train rows of the shared sst2_tsv/train.tsv, all 872 dev rows, batch 32.
 - CoNLL-2003: the first 3,000 train sentences, all of valid.txt.
@@ -11,6 +12,10 @@ in both, so both train the same network), against full fine-tuning, in one run, 
 For every run it prints the mean time of epochs 2+ (training only), the whole run's wall time (model
 loading, the cache build, evaluations), the metric, and ratios: per-epoch speed-up of each run over
 full fine-tuning, and cached over uncached. The machine line says whether the CPU runs bf16 natively.
+
+`--depth 12` times the same strategies on a BERT-base-deep encoder: the default checkpoint's six
+layers stacked twice (12 layers, width 384). Its arithmetic per step is a 12-layer encoder's, so
+its speed-ups are what a 12-layer checkpoint gets; its accuracy is not a pretrained model's.
 """
 from __future__ import annotations
 
@@ -79,6 +84,25 @@ def machine() -> str:
     return f"{model}, {os.cpu_count()} cores, {kind}"
 
 
+def stacked_checkpoint(depth: int, out: Path) -> Path:
+    """The default checkpoint with its layers repeated up to `depth` (timing stand-in for a deeper BERT)."""
+    import copy
+
+    from transformers import AutoModel, AutoTokenizer
+
+    from bert_tasks.backbone import resolve_checkpoint
+
+    source = resolve_checkpoint("default")
+    model = AutoModel.from_pretrained(source)
+    layers = list(model.encoder.layer)
+    model.encoder.layer = type(model.encoder.layer)([copy.deepcopy(layers[i % len(layers)]) for i in range(depth)])
+    model.config.num_hidden_layers = depth
+    target = out / f"default-stacked-{depth}"
+    model.save_pretrained(target)
+    AutoTokenizer.from_pretrained(source).save_pretrained(target)
+    return target
+
+
 def run_one(job: dict, overrides: list[str], name: str, out: Path) -> dict:
     config = bert_tasks.load_config(job["recipe"], [*job["overrides"], *overrides, f"output.dir={out}", f"output.name={name}", "output.overwrite=true"])
     started = time.perf_counter()
@@ -100,6 +124,8 @@ def main() -> int:
     parser.add_argument("--epochs", type=float, default=3)
     parser.add_argument("--precision", choices=["no", "bf16"], default="no")
     parser.add_argument("--out", type=Path, default=None, help="folder for the runs (default: a temporary one)")
+    parser.add_argument("--strategies", default=None, help="comma-separated labels to run (default: every one of the job's)")
+    parser.add_argument("--depth", type=int, default=None, help="time a deeper encoder: the default checkpoint's layers stacked to this depth")
     parser.add_argument("--json", type=Path, default=None, help="also write every figure here")
     args = parser.parse_args()
     if not DATA.is_dir():
@@ -107,12 +133,15 @@ def main() -> int:
         return 0
     out = args.out or Path(tempfile.mkdtemp(prefix="cached-strategies-"))
     os.environ.setdefault("BERT_TASKS_CACHE", str(out / "frozen-cache"))  # fresh stores: every cached run builds its own
-    print(f"machine: {machine()}; precision {args.precision}; epochs {args.epochs:g}")
+    checkpoint = [f"model.checkpoint={stacked_checkpoint(args.depth, out)}"] if args.depth else []
+    depth = f"; encoder: default checkpoint stacked to {args.depth} layers (timing only)" if args.depth else ""
+    print(f"machine: {machine()}; precision {args.precision}; epochs {args.epochs:g}{depth}")
     results = {}
     for job_name in args.only.split(","):
         job = JOBS[job_name]
-        common = [f"train.epochs={args.epochs}", "train.eval_every=epoch", f"train.mixed_precision={args.precision}", "train.save_every=eval", "train.keep_checkpoints=1"]
-        for label in job["strategies"]:
+        common = [*checkpoint, f"train.epochs={args.epochs}", "train.eval_every=epoch", f"train.mixed_precision={args.precision}", "train.save_every=eval", "train.keep_checkpoints=1"]
+        wanted = args.strategies.split(",") if args.strategies else job["strategies"]
+        for label in [label for label in job["strategies"] if label in wanted]:
             strategy, rate = job.get("labels", STRATEGIES).get(label) or STRATEGIES[label]
             base = [*common, *strategy, f"train.learning_rate={rate}"]
             slug = f"{job_name}-{label.split()[0]}-{len(results)}"
