@@ -38,11 +38,17 @@ def test_a_share_of_segments_get_a_short_target():
     assert abs(short - len(inner) * share) <= 5 * math.sqrt(len(inner) * share * (1 - share))
 
 
+def _half_labelled(objective: str, label: int, seed: int):
+    """Pairs for `objective`; asserts `label` is on half of them (5 binomial sigmas)."""
+    segments = pack_segments(_corpus(), max_tokens=20, short_share=0.0, rng=random.Random(seed))
+    pairs = sentence_pairs(segments, objective, random.Random(seed + 1), "corpus.txt")
+    labelled = sum(p.label == label for p in pairs)
+    assert abs(labelled - len(pairs) / 2) <= 5 * math.sqrt(len(pairs) / 4)
+    return pairs
+
+
 def test_nsp_is_half_real_next_half_from_another_document():
-    segments = pack_segments(_corpus(), max_tokens=20, short_share=0.0, rng=random.Random(3))
-    pairs = sentence_pairs(segments, "nsp", random.Random(4), "corpus.txt")
-    negatives = [p for p in pairs if p.label == NOT_NEXT]
-    assert abs(len(negatives) - len(pairs) / 2) <= 5 * math.sqrt(len(pairs) / 4)
+    pairs = _half_labelled("nsp", NOT_NEXT, seed=3)
     for pair in pairs:
         same = _document_of(pair.first[0]) == _document_of(pair.second[0])
         assert same == (pair.label == IS_NEXT)
@@ -51,10 +57,7 @@ def test_nsp_is_half_real_next_half_from_another_document():
 
 
 def test_sop_keeps_both_segments_in_one_document_and_swaps_half():
-    segments = pack_segments(_corpus(), max_tokens=20, short_share=0.0, rng=random.Random(5))
-    pairs = sentence_pairs(segments, "sop", random.Random(6), "corpus.txt")
-    swapped = [p for p in pairs if p.label == SWAPPED]
-    assert abs(len(swapped) - len(pairs) / 2) <= 5 * math.sqrt(len(pairs) / 4)
+    pairs = _half_labelled("sop", SWAPPED, seed=5)
     for pair in pairs:
         assert _document_of(pair.first[0]) == _document_of(pair.second[0])
         assert (pair.first[-1] < pair.second[0]) == (pair.label == IN_ORDER)
