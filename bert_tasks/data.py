@@ -19,11 +19,13 @@ import datasets
 from .conll import CONLL_SUFFIXES, read_conll
 from .errors import DataError
 from .squad_format import flatten_squad, is_squad
+from .tasks.pretraining_corpus import read_documents_with_lines
 from .text_files import check_is_file, read_text
 
 DEMO_DATASET = "demo"
 DEMO_DIR = Path(__file__).resolve().parent / "demo_data"
 LOCAL_SUFFIXES = (".csv", ".tsv", ".json", ".jsonl", ".parquet", *CONLL_SUFFIXES)
+PLAIN_TEXT_SUFFIX, PLAIN_TEXT_COLUMN = ".txt", "text"  # raw text: a row per document, its sentences as lines
 ROW_RANGE = re.compile(r"^(?P<path>.+)\[(?P<start>\d*):(?P<stop>\d*)\]$")  # file.json[8582:] -> rows 8582 to the end
 
 
@@ -98,10 +100,10 @@ def is_local_file(value: str) -> bool:
     return Path(value).suffix.lower() in LOCAL_SUFFIXES or Path(value).is_file()
 
 
-def _read_local(name: str, source: str, tsv_quoting: bool, conll_columns: Optional[Sequence[str]]) -> Split:
+def _read_local(name: str, source: str, tsv_quoting: bool, conll_columns: Optional[Sequence[str]], plain_text: bool = False) -> Split:
     """A local file, or a row range of one: ``dev.json[:8582]``, ``dev.json[8582:]``."""
     match = ROW_RANGE.match(source)
-    split = read_file(name, Path(match.group("path") if match else source), tsv_quoting=tsv_quoting, conll_columns=conll_columns)
+    split = read_file(name, Path(match.group("path") if match else source), tsv_quoting=tsv_quoting, conll_columns=conll_columns, plain_text=plain_text)
     if not match:
         return split
     start = int(match.group("start") or 0)
@@ -118,14 +120,16 @@ def load_split(
     dataset_config: Optional[str] = None,
     tsv_quoting: bool = False,
     conll_columns: Optional[Sequence[str]] = None,
+    plain_text: bool = False,
 ) -> Split:
-    """Read one split: a local file if ``source`` looks like one, else a split of ``dataset``."""
+    """Read one split: a local file if ``source`` looks like one, else a split of ``dataset``.
+    ``plain_text``: a .txt file is raw text in BERT's pretraining layout (else CoNLL columns)."""
     if Path(source).is_dir():
         check_is_file(Path(source), f"data.{name}")
     if dataset == DEMO_DATASET and not is_local_file(source):
         return read_file(name, DEMO_DIR / f"{source}.csv")
     if is_local_file(source):
-        return _read_local(name, source, tsv_quoting, conll_columns)
+        return _read_local(name, source, tsv_quoting, conll_columns, plain_text)
     if dataset is None:
         raise DataError(f"data.{name}={source!r}: no such file, and no data.dataset is set to take a Hub split from")
     return _read_hub(name, dataset, dataset_config, source)
@@ -145,10 +149,14 @@ def _read_hub(name: str, dataset: str, config: Optional[str], split: str) -> Spl
     return Split(name, data, label)
 
 
-def read_file(name: str, path: Path, tsv_quoting: bool = False, conll_columns: Optional[Sequence[str]] = None) -> Split:
-    """Read a local csv / tsv / json / jsonl / parquet / CoNLL file into a Split."""
+def read_file(name: str, path: Path, tsv_quoting: bool = False, conll_columns: Optional[Sequence[str]] = None, plain_text: bool = False) -> Split:
+    """Read a local csv / tsv / json / jsonl / parquet / CoNLL file into a Split; with ``plain_text``
+    a .txt file is raw text (one sentence per line, blank lines between documents): a row per document."""
     check_is_file(path, f"data.{name}")
     suffix = path.suffix.lower()
+    if suffix == PLAIN_TEXT_SUFFIX and plain_text:
+        documents, lines = read_documents_with_lines(path)
+        return Split(name, datasets.Dataset.from_dict({PLAIN_TEXT_COLUMN: ["\n".join(d) for d in documents]}), str(path), lines, "txt")
     if suffix in CONLL_SUFFIXES:
         columns, lines = read_conll(path, conll_columns)
         return Split(name, datasets.Dataset.from_dict(columns), str(path), lines, "conll", line_per_item=True)

@@ -62,7 +62,7 @@ REGRESSION_METRICS: dict[str, Callable[[np.ndarray, np.ndarray], float]] = {
     "spearman": spearman,
     "mse": mse,
 }
-LOWER_IS_BETTER = {"mse", "loss"}
+LOWER_IS_BETTER = {"mse", "loss", "perplexity", "mlm_loss", "sentence_loss"}
 
 
 def compute(names: tuple[str, ...], table: dict[str, Callable], predictions: np.ndarray, references: np.ndarray) -> dict[str, float]:

@@ -84,8 +84,16 @@ class TaskModel(nn.Module):
     def train_new_parts(self) -> None:
         """After a strategy froze what it does not tune: the head, the features and every
         freshly initialised parameter train; a frozen encoder stays frozen."""
+        # a head weight tied to an encoder weight (a masked-LM decoder is the word embeddings) is the
+        # encoder's: it trains when the strategy trains that encoder weight, not because the head trains
+        encoder_decides = {id(p): p.requires_grad for p in self.backbone.parameters()}
         self.features.requires_grad_(True)
         self.head.requires_grad_(True)
+        for parameter in self.head.parameters():
+            if id(parameter) in encoder_decides:
+                parameter.requires_grad_(encoder_decides[id(parameter)])
+        for module in getattr(self.head, "frozen_modules", list)():  # parts the head carries unchanged
+            module.requires_grad_(False)
         if not self.encoder_trains:
             self.encoder.requires_grad_(False)
         for parameter in self.parameters():

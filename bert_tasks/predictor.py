@@ -52,7 +52,7 @@ class Predictor:
         """A prediction file in any format the run's data could be given in. ``columns`` maps a run
         data key ('text_column', 'text_pair_column') to the input's own column name for it."""
         data = self.config.data
-        split = read_file("input", Path(path), tsv_quoting=data.tsv_quoting, conll_columns=data.conll_columns)
+        split = read_file("input", Path(path), tsv_quoting=data.tsv_quoting, conll_columns=data.conll_columns, plain_text=self.task.plain_text_files)
         split = map_columns(split, columns or {}, self.task)
         return self.task.prepare_input(split)
 

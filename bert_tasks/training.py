@@ -204,6 +204,7 @@ class TrainingLoop:
         """One pass over the training data (the rest of one, after a resume); True: stop training."""
         tc, state = self.tc, self.state
         self.sampler.use_epoch(state.epoch)
+        self.task.start_epoch(state.epoch, tc.seed)
         if state.batches_in_epoch == 0:
             self.epoch_loader_rng = self.loader_generator.get_state()
         loader = self.accelerator.skip_first_batches(self.train_loader, state.batches_in_epoch) if state.batches_in_epoch else self.train_loader
@@ -245,14 +246,14 @@ class TrainingLoop:
         with accelerator.accumulate(self.model):
             outputs, labels = self.model(**batch["inputs"]), batch["labels"]
             real = self.sampler.real_rows(state.batches_in_epoch, accelerator.process_index, accelerator.num_processes)
+            summed, count = self.task.loss_sum(outputs[:real], labels[:real]) if real != 0 else self.task.loss_sum(outputs, labels)
             if real == 0:  # a share made only of copies: zero loss, but every parameter in the graph (DDP)
-                summed, count = outputs.float().sum() * 0.0, torch.zeros((), device=outputs.device)
-            else:
-                summed, count = self.task.loss_sum(outputs[:real], labels[:real])
-            # the mean over the items of all processes' batches (DDP averages gradients, hence * processes)
+                summed, count = summed * 0.0, torch.zeros_like(count)
+            # the mean over the items of all processes' batches (DDP averages gradients, hence * processes);
+            # a task with several losses (masked LM + NSP) gives one sum and one count per loss
             if accelerator.num_processes > 1:
                 count = accelerator.reduce(count, reduction="sum") / accelerator.num_processes
-            loss = summed / count.clamp(min=1.0)  # Shape: []
+            loss = (summed / count.clamp(min=1.0)).sum()  # Shape: []
             accelerator.backward(loss)
             if accelerator.sync_gradients and self.tc.max_grad_norm > 0:
                 accelerator.clip_grad_norm_(self.trainable_params, self.tc.max_grad_norm)

@@ -64,6 +64,8 @@ class Task(ABC):
     # The stock transformers class holding an encoder plus this task's head, weight for weight (e.g.
     # AutoModelForSequenceClassification); None: models of this task publish in bert_tasks format.
     stock_class: Optional[type] = None
+    # True when a ``.txt`` file holds raw text in BERT's pretraining layout rather than CoNLL columns.
+    plain_text_files: bool = False
     # False when a row's encoder input changes from epoch to epoch (e.g. fresh masks each epoch): the
     # output of a frozen encoder part then cannot be computed once and reused (``train.cache_frozen``).
     fixed_inputs: bool = True
@@ -93,6 +95,10 @@ class Task(ABC):
         against the checkpoint's position table before training."""
         length = getattr(self.config, "max_length", None)
         return {"task.max_length": (length, length)} if isinstance(length, int) else {}
+
+    def start_epoch(self, epoch: int, seed: int) -> None:
+        """Called by training before each epoch (also the resumed one): a task whose rows change per epoch
+        (fresh masks) derives them from (seed, epoch, row) here, the same on any number of processes."""
 
     # -- examples to tensors ----------------------------------------------------
     @abstractmethod

@@ -1,58 +1,112 @@
-"""BERT's masked-LM head, scored only where a token is predicted.
+"""The pretraining head: the checkpoint's own masked-LM head (and sentence head), scored only where a token is predicted.
 
-transform (dense -> activation -> LayerNorm) then a decoder onto the vocabulary whose weight is
-the input word embeddings (tied, as BERT ties them) plus a bias. The vocabulary projection is
-most of a step's arithmetic (30k x hidden per position); with ~15% of positions predicted,
-gathering them first skips about 85% of it, and the loss is the same as scoring every position.
+The network is the stock transformers class with those heads (``BertForPreTraining``,
+``...ForMaskedLM``), loaded from the checkpoint: a checkpoint that has an MLM head keeps it;
+one without (like a sentence-embedding encoder) gets the class's new head, whose decoder
+transformers ties to the input word embeddings (one Parameter, as BERT ties them). The
+vocabulary projection is most of a step's arithmetic (vocab x hidden per position); with ~15%
+of positions predicted, gathering them first skips about 85% of it for the same loss.
+
+Per row the head returns ``[summed NLL, predicted tokens, correct tokens, sentence logits...]``, so
+a batch's rows can be sliced (the last short batch across processes) and evaluation sums are exact.
 """
 from __future__ import annotations
 
 from typing import Optional
 
 import torch
+import torch.nn.functional as F
 from torch import nn
-from transformers import PretrainedConfig
-from transformers.activations import ACT2FN
+from transformers import AutoModelForMaskedLM, AutoModelForPreTraining, PretrainedConfig, PreTrainedModel
 
+from ..backbone import load_backbone_config, quiet_loading, resolve_checkpoint, checkpoint_error
 from ..batching import IGNORE_INDEX
+from ..errors import ConfigError
+
+# Where families keep the masked-LM head (callable on token vectors) and the sentence head (on the pooled [CLS]).
+LM_HEAD_PATHS = ("cls.predictions", "lm_head", "predictions")  # BERT / RoBERTa, XLM-R / ALBERT
+SENTENCE_HEAD_PATHS = ("cls.seq_relationship", "sop_classifier")  # BERT's NSP / ALBERT's SOP
+STATS = 3  # summed NLL, predicted tokens, correct tokens
 
 
-class MaskedLMHead(nn.Module):
-    def __init__(self, config: PretrainedConfig, word_embeddings: nn.Embedding):
+def load_pretraining_network(checkpoint: str, revision: Optional[str], dropout: Optional[float], network_config: Optional[PretrainedConfig] = None) -> PreTrainedModel:
+    """The checkpoint in its pretraining class (keeps the pooler and sentence head where the family has
+    them), else its masked-LM class. With ``network_config`` the same class is built empty."""
+    config = network_config if network_config is not None else load_backbone_config(checkpoint, revision, dropout)
+    for auto in (AutoModelForPreTraining, AutoModelForMaskedLM):
+        if type(config) not in auto._model_mapping:
+            continue
+        with quiet_loading():
+            if network_config is not None:
+                return auto.from_config(config)
+            try:
+                return auto.from_pretrained(resolve_checkpoint(checkpoint), config=config, revision=revision)
+            except (OSError, ValueError) as error:
+                raise checkpoint_error(checkpoint, error) from None
+    raise ConfigError(f"model.checkpoint={checkpoint!r}: {config.model_type} has no masked-LM class in transformers, so task mlm cannot train it")
+
+
+def find_path(network: nn.Module, paths: tuple[str, ...]) -> Optional[str]:
+    for path in paths:
+        try:
+            network.get_submodule(path)
+            return path
+        except AttributeError:
+            continue
+    return None
+
+
+class PretrainingHead(nn.Module):
+    """The network's head modules (under their own names, so a stock class takes the weights back as they are)
+    plus the pooler; called as ``head(hidden, attention_mask, mlm_labels)``."""
+
+    input_names = ("mlm_labels",)
+
+    def __init__(self, parts: dict[str, nn.Module], lm_path: str, sentence_path: Optional[str], pooler: Optional[nn.Module]) -> None:
         super().__init__()
-        hidden = config.hidden_size
-        self.dense = nn.Linear(hidden, hidden)
-        self.activation = ACT2FN[getattr(config, "hidden_act", "gelu")]
-        self.layer_norm = nn.LayerNorm(hidden, eps=getattr(config, "layer_norm_eps", 1e-12))
-        self.decoder = nn.Linear(hidden, word_embeddings.num_embeddings, bias=False)
-        self.decoder.weight = word_embeddings.weight  # tied: one Parameter, trained once
-        self.bias = nn.Parameter(torch.zeros(word_embeddings.num_embeddings))
+        for name, module in parts.items():
+            self.add_module(name, module)
+        self.lm_path, self.sentence_path = lm_path, sentence_path
+        self.pooler = pooler
 
-    def scores(self, hidden: torch.Tensor) -> torch.Tensor:
-        """Vocabulary logits for any positions. Shape: (..., hidden) -> (..., vocab)."""
-        return self.decoder(self.layer_norm(self.activation(self.dense(hidden)))) + self.bias
+    def frozen_modules(self) -> list[nn.Module]:
+        """Parts that ride along unchanged: without a sentence objective the pooler gets no gradient, and it
+        stays the checkpoint's so fine-tuning from the result starts from it."""
+        return [self.pooler] if self.pooler is not None and self.sentence_path is None else []
 
-    def forward(self, hidden: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Loss over the predicted positions, their logits and their labels (the sparse head).
-        Shape: hidden (batch, seq, hidden), labels (batch, seq) -> loss (), logits (n, vocab), targets (n,)."""
-        predicted = labels != IGNORE_INDEX
-        # Shape: (n, hidden) where n = predicted positions in the batch
-        logits = self.scores(hidden[predicted])
-        targets = labels[predicted]
-        if targets.numel() == 0:  # nothing masked in this batch: a zero that keeps the graph
-            return logits.sum() * 0.0, logits, targets
-        return nn.functional.cross_entropy(logits.float(), targets), logits, targets
+    def vocabulary_scores(self, vectors: torch.Tensor) -> torch.Tensor:
+        """Shape: (n, hidden) -> (n, vocab)"""
+        return self.get_submodule(self.lm_path)(vectors)
+
+    def forward(self, hidden: torch.Tensor, attention_mask: torch.Tensor, mlm_labels: torch.Tensor) -> torch.Tensor:
+        # Shape: hidden (batch, seq, hidden), mlm_labels (batch, seq) -> (batch, STATS [+ 2])
+        predicted = mlm_labels != IGNORE_INDEX
+        row_of = predicted.nonzero()[:, 0]  # Shape: (n,) the row of each predicted position
+        logits = self.vocabulary_scores(hidden[predicted]).float()  # Shape: (n, vocab): the sparse head
+        targets = mlm_labels[predicted]
+        nll = F.cross_entropy(logits, targets, reduction="none")  # Shape: (n,)
+        correct = (logits.detach().argmax(-1) == targets).float()
+        zeros = torch.zeros(hidden.shape[0], device=hidden.device, dtype=torch.float32)
+        stats = [zeros.index_add(0, row_of, nll), zeros.index_add(0, row_of, torch.ones_like(nll)), zeros.index_add(0, row_of, correct)]
+        columns = torch.stack(stats, dim=1)  # Shape: (batch, 3)
+        if self.sentence_path is None:
+            return columns
+        pooled = self.pooler(hidden)  # Shape: (batch, hidden)
+        sentence = self.get_submodule(self.sentence_path)(pooled).float()  # Shape: (batch, 2)
+        return torch.cat([columns, sentence], dim=1)
 
 
-def dense_loss(head: MaskedLMHead, hidden: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """The same loss scoring every position (the way a stock BertForMaskedLM does); for checks."""
-    # Shape: (batch, seq, vocab) -> (batch * seq, vocab)
-    logits = head.scores(hidden)
-    return nn.functional.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(), ignore_index=IGNORE_INDEX)
+def dense_loss(head: PretrainingHead, hidden: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """The masked-LM loss scoring every position (what a stock ...ForMaskedLM computes); for checks."""
+    logits = head.vocabulary_scores(hidden)  # Shape: (batch, seq, vocab)
+    return F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(), ignore_index=IGNORE_INDEX)
 
 
-def tie_check(head: MaskedLMHead, word_embeddings: nn.Embedding) -> Optional[str]:
-    """None when the decoder still shares the embedding's storage, else what broke."""
-    if head.decoder.weight.data_ptr() != word_embeddings.weight.data_ptr():
+def tie_check(head: PretrainingHead, word_embeddings: nn.Embedding) -> Optional[str]:
+    """None when the decoder still shares the input embeddings' storage, else what broke."""
+    decoder = head.get_submodule(head.lm_path).get_submodule("decoder") if hasattr(head.get_submodule(head.lm_path), "decoder") else None
+    if decoder is None:
+        return "the masked-LM head has no decoder layer"
+    if decoder.weight.data_ptr() != word_embeddings.weight.data_ptr():
         return "the masked-LM decoder is no longer tied to the input word embeddings"
     return None

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import DataError
+from ..text_files import read_text
 
 IS_NEXT, NOT_NEXT = 0, 1  # NSP labels, as BertForPreTraining's
 IN_ORDER, SWAPPED = 0, 1  # SOP labels, as ALBERT's
@@ -33,18 +34,28 @@ class SentencePair:
 
 def read_documents(path: Path) -> list[list[str]]:
     """BERT's layout: one sentence per line, a blank line between documents."""
-    documents: list[list[str]] = [[]]
-    with Path(path).open(encoding="utf-8") as handle:
-        for line in handle:
-            sentence = line.strip()
-            if sentence:
-                documents[-1].append(sentence)
-            elif documents[-1]:
-                documents.append([])
-    documents = [d for d in documents if d]
+    return read_documents_with_lines(path)[0]
+
+
+def read_documents_with_lines(path: Path) -> tuple[list[list[str]], list[int]]:
+    """The documents and the file line each starts on (for error messages)."""
+    documents: list[list[str]] = []
+    starts: list[int] = []
+    current: list[str] = []
+    for number, line in enumerate(read_text(Path(path)).splitlines(), start=1):
+        sentence = line.strip()
+        if sentence:
+            if not current:
+                starts.append(number)
+            current.append(sentence)
+        elif current:
+            documents.append(current)
+            current = []
+    if current:
+        documents.append(current)
     if not documents:
         raise DataError(f"{path}: no text (expected one sentence per line, a blank line between documents)")
-    return documents
+    return documents, starts
 
 
 def pack_segments(documents: list[list[list[int]]], max_tokens: int, short_share: float, rng: random.Random) -> list[Segment]:

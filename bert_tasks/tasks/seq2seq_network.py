@@ -14,9 +14,8 @@ it emits ``[CLS]`` forever or never stops.
 """
 from __future__ import annotations
 
-from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Iterator, Optional
+from typing import Any, Optional
 
 import torch
 from torch import nn
@@ -30,9 +29,8 @@ from transformers import (
     PreTrainedModel,
 )
 from transformers.modeling_outputs import BaseModelOutput
-from transformers.utils import logging as hf_logging
 
-from ..backbone import load_backbone_config, resolve_checkpoint, take_pooler
+from ..backbone import load_backbone_config, quiet_loading, resolve_checkpoint, take_pooler
 from ..errors import CheckpointError, ConfigError
 
 
@@ -43,17 +41,6 @@ class SpecialTokens:
     start: int
     pad: int
     end: int
-
-
-@contextmanager
-def _quiet_loading() -> Iterator[None]:
-    """Missing cross-attention weights are expected here; transformers' load report would shout."""
-    level = hf_logging.get_verbosity()
-    hf_logging.set_verbosity_error()
-    try:
-        yield
-    finally:
-        hf_logging.set_verbosity(level)
 
 
 def is_native_seq2seq(config: PretrainedConfig) -> bool:
@@ -72,10 +59,10 @@ def load_network(
     if is_native_seq2seq(config):
         if decoder_checkpoint:
             raise ConfigError(f"task.decoder_checkpoint: {checkpoint!r} is already an encoder-decoder ({config.model_type}); leave it unset")
-        with _quiet_loading():
+        with quiet_loading():
             network, info = AutoModelForSeq2SeqLM.from_pretrained(resolve_checkpoint(checkpoint), config=config, revision=revision, output_loading_info=True)
         return network, sorted(info["missing_keys"])
-    with _quiet_loading():
+    with quiet_loading():
         encoder = AutoModel.from_pretrained(resolve_checkpoint(checkpoint), config=config, revision=revision)
         take_pooler(encoder)  # the decoder reads token vectors; an unused pooler would only break DDP
         decoder_name = decoder_checkpoint or checkpoint
