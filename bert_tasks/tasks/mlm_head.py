@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import AutoModelForMaskedLM, AutoModelForPreTraining, PretrainedConfig, PreTrainedModel
 
-from ..backbone import load_backbone_config, quiet_loading, resolve_checkpoint, checkpoint_error
+from ..backbone import checkpoint_error, load_backbone_config, quiet_loading, resolve_checkpoint, run_folder
 from ..batching import IGNORE_INDEX
 from ..errors import ConfigError
 
@@ -32,6 +32,8 @@ STATS = 3  # summed NLL, predicted tokens, correct tokens
 def load_pretraining_network(checkpoint: str, revision: Optional[str], dropout: Optional[float], network_config: Optional[PretrainedConfig] = None) -> PreTrainedModel:
     """The checkpoint in its pretraining class (keeps the pooler and sentence head where the family has
     them), else its masked-LM class. With ``network_config`` the same class is built empty."""
+    if network_config is None and run_folder(checkpoint) is not None:
+        raise ConfigError(f"model.checkpoint={checkpoint!r}: continuing pretraining from a run: publish it first (bert-tasks publish RUN OUT) and give model.checkpoint=OUT")
     config = network_config if network_config is not None else load_backbone_config(checkpoint, revision, dropout)
     for auto in (AutoModelForPreTraining, AutoModelForMaskedLM):
         if type(config) not in auto._model_mapping:

@@ -30,7 +30,7 @@ from transformers import (
 )
 from transformers.modeling_outputs import BaseModelOutput
 
-from ..backbone import load_backbone_config, quiet_loading, resolve_checkpoint, take_pooler
+from ..backbone import load_backbone_config, quiet_loading, resolve_checkpoint, run_folder, take_pooler
 from ..errors import CheckpointError, ConfigError
 
 
@@ -55,6 +55,8 @@ def load_network(
     decoder_checkpoint: Optional[str] = None,
 ) -> tuple[PreTrainedModel, list[str]]:
     """The pretrained seq2seq network and the names of its freshly initialised parameters."""
+    if run_folder(checkpoint) is not None:
+        raise ConfigError(f"model.checkpoint={checkpoint!r}: a seq2seq model starts from a run only once published (bert-tasks publish RUN OUT; model.checkpoint=OUT)")
     config = load_backbone_config(checkpoint, revision, dropout)
     if is_native_seq2seq(config):
         if decoder_checkpoint:
