@@ -18,10 +18,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import os
-import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -30,6 +27,8 @@ import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from side_by_side import default_mode, run_pair  # noqa: E402
 SST2 = ROOT.parent / "shared" / "data" / "sst2_tsv"
 
 
@@ -95,42 +94,13 @@ def _side_command(side: str, args: argparse.Namespace) -> list[str]:
     return [sys.executable, __file__, "--side", side, "--rows", str(args.rows), "--precision", args.precision, "--seed", str(args.seed)]
 
 
-def _result(done: subprocess.CompletedProcess, side: str) -> dict:
-    if done.returncode != 0:
-        raise SystemExit(f"{side} failed:\n{done.stderr[-2000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
-
-
-def run_pair_in_turn(args: argparse.Namespace, trainer_first: bool) -> tuple[dict, dict]:
-    """One side after the other, each with every core."""
-    order = ["trainer", "bert_tasks"] if trainer_first else ["bert_tasks", "trainer"]
-    results = {side: _result(subprocess.run(_side_command(side, args), capture_output=True, text=True), side) for side in order}
-    return results["trainer"], results["bert_tasks"]
-
-
-def run_pair_side_by_side(args: argparse.Namespace, trainer_core: int) -> tuple[dict, dict]:
-    """Both at once, each pinned to its own core with one thread: a shared machine that speeds up
-    or slows down does so for both, so the ratio holds even when absolute speeds drift."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-    cores = {"trainer": trainer_core, "bert_tasks": 1 - trainer_core}
-    running = {
-        side: subprocess.Popen(["taskset", "-c", str(core), *_side_command(side, args)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        for side, core in cores.items()
-    }
-    results = {}
-    for side, process in running.items():
-        out, err = process.communicate()
-        results[side] = _result(subprocess.CompletedProcess(process.args, process.returncode, out, err), side)
-    return results["trainer"], results["bert_tasks"]
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=4096)
     parser.add_argument("--repeats", type=int, default=3, help="Trainer/bert_tasks pairs, run in turn; medians are reported")
     parser.add_argument("--precision", choices=["bf16", "no"], default="bf16")
     parser.add_argument("--seed", type=int, default=42)
-    parser.add_argument("--mode", choices=["side-by-side", "in-turn"], default="side-by-side" if shutil.which("taskset") and (os.cpu_count() or 1) >= 2 else "in-turn",
+    parser.add_argument("--mode", choices=["side-by-side", "in-turn"], default=default_mode(),
                         help="side-by-side: both at once on separate cores (robust on noisy shared machines); in-turn: one after the other on all cores")
     parser.add_argument("--side", choices=["trainer", "bert_tasks"], help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -150,10 +120,8 @@ def main() -> int:
     pairs = []
     for repeat in range(args.repeats):
         # Swap cores / order every pair, so neither side is favoured by a core or by going first.
-        if args.mode == "side-by-side":
-            theirs, ours = run_pair_side_by_side(args, trainer_core=repeat % 2)
-        else:
-            theirs, ours = run_pair_in_turn(args, trainer_first=repeat % 2 == 0)
+        results = run_pair({side: _side_command(side, args) for side in ("trainer", "bert_tasks")}, args.mode, swap=repeat % 2 == 1)
+        theirs, ours = results["trainer"], results["bert_tasks"]
         pairs.append((theirs, ours))
         print(f"pair {repeat + 1}: Trainer {theirs['samples_per_second']:.1f} samples/s, bert_tasks {ours['samples_per_second']:.1f} samples/s, "
               f"ratio {ours['samples_per_second'] / theirs['samples_per_second']:.2f}", flush=True)
