@@ -23,6 +23,8 @@ TASK_CASES = {
     "tagging": lambda folder: ner_recipe_sections(make_ner_files(folder)),
     "span_qa": lambda folder: qa_recipe_sections(make_qa_files(folder, unanswerable=0.2), version_2=True),
     "seq2seq": lambda folder: seq2seq_recipe_sections(make_seq2seq_files(folder)),
+    # SOP, so the pooler trains too and every head.* weight has a gradient
+    "mlm": lambda folder: {"task": {"name": "mlm", "max_length": 32, "sentence_objective": "sop", "rows_per_document": 4}},
 }
 
 HEAD = r"head\..*"

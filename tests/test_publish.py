@@ -7,7 +7,9 @@ import torch
 import yaml
 from conftest import tiny_recipe
 from test_matrix import STRATEGY_CASES, TASK_CASES
-from transformers import AutoModelForQuestionAnswering, AutoModelForSequenceClassification, AutoModelForTokenClassification, EncoderDecoderModel, pipeline
+import torch.nn.functional as F
+from transformers import (AutoModelForPreTraining, AutoModelForQuestionAnswering, AutoModelForSequenceClassification, AutoModelForTokenClassification,
+                          EncoderDecoderModel, pipeline)
 
 import bert_tasks
 from bert_tasks.assembly import assemble
@@ -18,7 +20,7 @@ from bert_tasks.rundir import BEST_DIR, save_weights, write_run_files
 from bert_tasks.summary import RunSummary
 
 STOCK = {"classification": AutoModelForSequenceClassification, "tagging": AutoModelForTokenClassification,
-         "span_qa": AutoModelForQuestionAnswering, "seq2seq": EncoderDecoderModel}
+         "span_qa": AutoModelForQuestionAnswering, "seq2seq": EncoderDecoderModel, "mlm": AutoModelForPreTraining}
 CASES = [(task, label) for task in TASK_CASES for label in ("full", "last_n", "bottleneck", "layer_mix", "lora")]
 
 
@@ -60,7 +62,9 @@ def test_publish_reload_parity(tmp_path, tiny_checkpoint, task, label):
         if expected_format == "transformers":
             stock = STOCK[task].from_pretrained(str(out)).eval()
             inputs = batch["inputs"]
-            if task == "seq2seq":
+            if task == "mlm":
+                torch.testing.assert_close(_pretraining_stats(stock, inputs), ours, rtol=0, atol=1e-4)
+            elif task == "seq2seq":
                 generated = stock.generate(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"], **original.task.generation_options)
                 ours_generated = ours[:, 2:].long()
                 width = generated.shape[1] - 1
@@ -86,6 +90,19 @@ def test_publish_reload_parity(tmp_path, tiny_checkpoint, task, label):
         assert (out / name).is_file(), name
     if expected_format == "bert_tasks":
         assert not (out / "model.safetensors").exists() and (out / "base.json").is_file()
+
+
+def _pretraining_stats(stock, inputs: dict) -> torch.Tensor:
+    """What our masked-LM task reports per row ([summed NLL, predicted, correct, SOP logits]), from a stock
+    ...ForPreTraining scoring every position."""
+    labels = inputs["mlm_labels"]
+    out = stock(**{k: v for k, v in inputs.items() if k != "mlm_labels"})
+    logits = out.prediction_logits  # Shape: (batch, seq, vocab)
+    nll = F.cross_entropy(logits.transpose(1, 2), labels.clamp(min=0), reduction="none")  # Shape: (batch, seq)
+    predicted = labels >= 0
+    correct = (logits.argmax(-1) == labels) & predicted
+    sums = torch.stack([(nll * predicted).sum(1), predicted.sum(1).float(), correct.sum(1).float()], dim=1)
+    return torch.cat([sums, out.seq_relationship_logits], dim=1)
 
 
 def test_classification_export_runs_in_a_stock_pipeline(tmp_path, tiny_checkpoint):
