@@ -22,13 +22,16 @@ def _run(command: list[str], cwd) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("task", ["classification", "tagging", "seq2seq"])
+@pytest.mark.parametrize("task", ["classification", "tagging", "seq2seq", "mlm"])
 def test_two_processes_match_one(tmp_path, tiny_checkpoint_no_dropout, task):
     # tagging: per-token outputs of different lengths on each process are padded, gathered and trimmed;
     # seq2seq: generated ids of different lengths likewise, and the loss is summed over target tokens
     sections = {
         "tagging": lambda: ner_recipe_sections(make_ner_files(tmp_path)),
         "seq2seq": lambda: seq2seq_recipe_sections(make_seq2seq_files(tmp_path), max_new_tokens=8),
+        # masks drawn per (seed, epoch, row) and fixed evaluation masks: the same on either process; NSP
+        # negatives and segment packing are seeded by task.corpus_seed
+        "mlm": lambda: {"task": {"name": "mlm", "max_length": 32, "sentence_objective": "nsp"}},
     }.get(task, dict)()
     recipe = tiny_recipe(
         tiny_checkpoint_no_dropout, tmp_path / "runs",
@@ -54,6 +57,7 @@ def test_two_processes_match_one(tmp_path, tiny_checkpoint_no_dropout, task):
         assert a.get("rougeL", 0.0) == pytest.approx(b.get("rougeL", 0.0), abs=2.0)
         # near-ties of an early model may flip one tag (different padding shapes round differently)
         assert a.get("f1", 0.0) == pytest.approx(b.get("f1", 0.0), abs=0.02)
+        assert a.get("perplexity", 0.0) == pytest.approx(b.get("perplexity", 0.0), rel=1e-4)
         assert a["loss"] == pytest.approx(b["loss"], abs=1e-5)
     weights_one = load_file(str(checkpoint_dirs(one)[-1] / "model.safetensors"))
     weights_two = load_file(str(checkpoint_dirs(two)[-1] / "model.safetensors"))

@@ -79,3 +79,32 @@ def test_a_seeded_generator_repeats_the_masks():
 def test_bad_masking_shares_are_config_errors(options):
     with pytest.raises(ConfigError, match="task\\."):
         MaskingRule(**options)
+
+
+def test_span_masking_chooses_contiguous_whole_words_at_the_word_rate():
+    rows, length, pieces = 200, 122, 2
+    word_ids = torch.full((rows, length), -1)
+    word_ids[:, 1:-1] = torch.arange(length - 2).div(pieces, rounding_mode="floor")  # 60 words of 2 pieces
+    maskable = word_ids >= 0
+    rule = MaskingRule(whole_word=True, span=True, span_p=0.2, span_max_words=10)
+    chosen = choose_positions(maskable, word_ids, rule, torch.Generator().manual_seed(5))
+    assert not (chosen & ~maskable).any()
+    runs, chosen_words = [], 0
+    for row in range(rows):
+        words = torch.zeros(60, dtype=torch.bool)
+        for word in range(60):
+            piece_choice = chosen[row][word_ids[row] == word]
+            assert piece_choice.all() or not piece_choice.any()  # whole words only
+            words[word] = bool(piece_choice.all())
+        chosen_words += int(words.sum())
+        assert int(words.sum()) == round(0.15 * 60)  # the budget is exact per row
+        length_now = 0
+        for flag in words.tolist() + [False]:
+            if flag:
+                length_now += 1
+            elif length_now:
+                runs.append(length_now)
+                length_now = 0
+    assert chosen_words == rows * 9
+    # geometric lengths (mean ~ 1 / p before clipping at 10 and at the row's budget of 9): spans, not single words
+    assert sum(runs) / len(runs) > 2.0 and max(runs) > 4

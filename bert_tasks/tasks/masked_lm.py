@@ -148,6 +148,8 @@ class MaskedLanguageModeling(Task):
                 corrupted, labels = self._mask_row(ids, words, row_generator(self.config.corpus_seed, index))
                 columns["input_ids"][index] = corrupted
                 columns["mlm_labels"].append(labels)
+            if all(label == IGNORE_INDEX for labels in columns["mlm_labels"] for label in labels):
+                raise DataError(f"{split.origin}: too little text: the fixed evaluation masks chose no token to predict")
         return EncodedDataset(columns)
 
     def _encode_queries(self, split: Split, column: str) -> EncodedDataset:

@@ -103,6 +103,7 @@ def tokenize_documents(tokenizer: PreTrainedTokenizerBase, documents: list[tuple
     flat = [sentence for _, sentences in documents for sentence in sentences]
     encoded = tokenizer(flat, add_special_tokens=False)
     has_words = getattr(encoded, "is_fast", False) or tokenizer.is_fast
+    specials = set(tokenizer.all_special_ids)
     corpus = Corpus([], [], [], [row for row, _ in documents])
     number, next_word = 0, 0
     for _, sentences in documents:
@@ -112,7 +113,8 @@ def tokenize_documents(tokenizer: PreTrainedTokenizerBase, documents: list[tuple
             local = encoded.word_ids(number) if has_words else list(range(len(ids)))
             start = len(corpus.ids)
             corpus.ids.extend(ids)
-            corpus.words.extend(next_word + (w if w is not None else 0) for w in local)
+            # a special token written in the text ("[SEP]" in a line) is never predicted: no word
+            corpus.words.extend(-1 if w is None or i in specials else next_word + w for i, w in zip(ids, local))
             next_word += (max((w for w in local if w is not None), default=-1) + 1)
             positions_per_sentence.append(list(range(start, start + len(ids))))
             number += 1
@@ -144,13 +146,13 @@ def build_rows(corpus: Corpus, template: RowTemplate, max_length: int, objective
             first, first_words = _tokens(corpus, pair.first)
             second, second_words = _tokens(corpus, pair.second)
             offset = max(first_words, default=-1) + 1
-            add(template.row(first, first_words, second, [w + offset for w in second_words]), pair.label)
+            add(template.row(first, first_words, second, [w + offset if w >= 0 else w for w in second_words]), pair.label)
     return columns
 
 
 def _tokens(corpus: Corpus, positions: tuple[int, ...]) -> tuple[list[int], list[int]]:
-    """Token ids of some positions and their words renumbered from 0."""
+    """Token ids of some positions and their words renumbered from 0 (-1 stays: not maskable)."""
     ids = [corpus.ids[p] for p in positions]
     renumber: dict[int, int] = {}
-    words = [renumber.setdefault(corpus.words[p], len(renumber)) for p in positions]
+    words = [-1 if corpus.words[p] < 0 else renumber.setdefault(corpus.words[p], len(renumber)) for p in positions]
     return ids, words
