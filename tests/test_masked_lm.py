@@ -235,3 +235,10 @@ def test_cli_errors_are_one_line(tmp_path, tiny_checkpoint, corpus, capsys):
     assert main(["train", str(recipe)]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("bert-tasks: error: ") and "\n" not in err and str(corpus["train"]) in err
+
+
+def test_the_bundled_recipe_runs_on_the_embedded_demo_text(tmp_path, tiny_checkpoint):
+    config = load_config("mlm", [f"model.checkpoint={tiny_checkpoint}", "train.epochs=1", "train.max_train_samples=64",
+                                 "train.max_eval_samples=32", f"output.dir={tmp_path}"])
+    summary = train(config)
+    assert summary.task == "mlm" and summary.best_metric == "perplexity" and summary.eval["predicted_tokens"] > 0
