@@ -15,8 +15,6 @@ Prints both samples/s, the ratio bert_tasks / Trainer, both accuracies and the m
 """
 from __future__ import annotations
 
-import argparse
-import json
 import statistics
 import sys
 import tempfile
@@ -28,8 +26,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from cached_strategies import machine  # noqa: E402
-from side_by_side import default_mode, run_pair  # noqa: E402
-from train_speed_vs_trainer import SST2, read_tsv  # noqa: E402
+from side_by_side import pair_arguments, run_pair, run_side, side_command  # noqa: E402
+from train_speed_vs_trainer import SST2, read_tsv, resolve_default  # noqa: E402
 
 
 def recipe_overrides(rows: int, precision: str, seed: int, out: str) -> list[str]:
@@ -100,32 +98,24 @@ def run_bert_tasks(rows: int, precision: str, seed: int, out: str) -> tuple[floa
     return summary.train_samples_per_second, masked_accuracy(AutoModelForMaskedLM.from_pretrained(str(published)), dev_rows(precision, seed, out), 0)
 
 
+SIDES = {
+    "trainer": lambda args, out: run_trainer(resolve_default(), args.rows, args.precision, args.seed, out),
+    "bert_tasks": lambda args, out: run_bert_tasks(args.rows, args.precision, args.seed, out),
+}
+
+
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rows", type=int, default=8192)
-    parser.add_argument("--repeats", type=int, default=3, help="Trainer/bert_tasks pairs; medians are reported")
-    parser.add_argument("--precision", choices=["bf16", "no"], default="bf16")
-    parser.add_argument("--seed", type=int, default=42)
-    parser.add_argument("--mode", choices=["side-by-side", "in-turn"], default=default_mode())
-    parser.add_argument("--side", choices=["trainer", "bert_tasks"], help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    # bf16 where the CPU has it natively, else fp32 (emulated bf16 is a 2x loss)
+    args = pair_arguments(__doc__.splitlines()[0], rows=8192, precision="bf16" if "native bf16" in machine() else "no").parse_args()
     if not (SST2 / "train.tsv").is_file():
         print(f"skipped: {SST2} not found (the shared SST-2 data is needed)")
         return 0
     if args.side:
-        from bert_tasks.backbone import resolve_checkpoint
-
-        with tempfile.TemporaryDirectory() as out:
-            if args.side == "trainer":
-                speed, accuracy = run_trainer(resolve_checkpoint("default"), args.rows, args.precision, args.seed, out)
-            else:
-                speed, accuracy = run_bert_tasks(args.rows, args.precision, args.seed, out)
-        print(json.dumps({"samples_per_second": speed, "accuracy": accuracy}))
+        run_side(args, SIDES)
         return 0
-    command = lambda side: [sys.executable, __file__, "--side", side, "--rows", str(args.rows), "--precision", args.precision, "--seed", str(args.seed)]  # noqa: E731
     pairs = []
     for repeat in range(args.repeats):
-        results = run_pair({side: command(side) for side in ("trainer", "bert_tasks")}, args.mode, swap=repeat % 2 == 1)
+        results = run_pair({side: side_command(__file__, side, args) for side in ("trainer", "bert_tasks")}, args.mode, swap=repeat % 2 == 1)
         theirs, ours = results["trainer"], results["bert_tasks"]
         pairs.append((theirs, ours))
         print(f"pair {repeat + 1}: Trainer {theirs['samples_per_second']:.1f} samples/s, bert_tasks {ours['samples_per_second']:.1f} samples/s, "

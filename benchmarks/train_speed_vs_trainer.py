@@ -15,9 +15,7 @@ the other with all cores instead.
 """
 from __future__ import annotations
 
-import argparse
 import csv
-import json
 import statistics
 import sys
 import tempfile
@@ -28,7 +26,7 @@ import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from side_by_side import default_mode, run_pair  # noqa: E402
+from side_by_side import pair_arguments, run_pair, run_side, side_command  # noqa: E402
 SST2 = ROOT.parent / "shared" / "data" / "sst2_tsv"
 
 
@@ -90,37 +88,30 @@ def run_bert_tasks(rows: int, precision: str, seed: int, out: str) -> tuple[floa
     return summary.train_samples_per_second, summary.eval["accuracy"]
 
 
-def _side_command(side: str, args: argparse.Namespace) -> list[str]:
-    return [sys.executable, __file__, "--side", side, "--rows", str(args.rows), "--precision", args.precision, "--seed", str(args.seed)]
+SIDES = {
+    "trainer": lambda args, out: run_trainer(resolve_default(), args.rows, args.precision, args.seed),
+    "bert_tasks": lambda args, out: run_bert_tasks(args.rows, args.precision, args.seed, out),
+}
+
+
+def resolve_default() -> str:
+    from bert_tasks.backbone import resolve_checkpoint
+
+    return resolve_checkpoint("default")
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rows", type=int, default=4096)
-    parser.add_argument("--repeats", type=int, default=3, help="Trainer/bert_tasks pairs, run in turn; medians are reported")
-    parser.add_argument("--precision", choices=["bf16", "no"], default="bf16")
-    parser.add_argument("--seed", type=int, default=42)
-    parser.add_argument("--mode", choices=["side-by-side", "in-turn"], default=default_mode(),
-                        help="side-by-side: both at once on separate cores (robust on noisy shared machines); in-turn: one after the other on all cores")
-    parser.add_argument("--side", choices=["trainer", "bert_tasks"], help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    args = pair_arguments(__doc__.splitlines()[0], rows=4096, precision="bf16").parse_args()
     if not (SST2 / "train.tsv").is_file():
         print(f"skipped: {SST2} not found (the shared SST-2 data is needed)")
         return 0
     if args.side:
-        from bert_tasks.backbone import resolve_checkpoint
-
-        with tempfile.TemporaryDirectory() as out:
-            if args.side == "trainer":
-                speed, accuracy = run_trainer(resolve_checkpoint("default"), args.rows, args.precision, args.seed)
-            else:
-                speed, accuracy = run_bert_tasks(args.rows, args.precision, args.seed, out)
-        print(json.dumps({"samples_per_second": speed, "accuracy": accuracy}))
+        run_side(args, SIDES)
         return 0
     pairs = []
     for repeat in range(args.repeats):
         # Swap cores / order every pair, so neither side is favoured by a core or by going first.
-        results = run_pair({side: _side_command(side, args) for side in ("trainer", "bert_tasks")}, args.mode, swap=repeat % 2 == 1)
+        results = run_pair({side: side_command(__file__, side, args) for side in ("trainer", "bert_tasks")}, args.mode, swap=repeat % 2 == 1)
         theirs, ours = results["trainer"], results["bert_tasks"]
         pairs.append((theirs, ours))
         print(f"pair {repeat + 1}: Trainer {theirs['samples_per_second']:.1f} samples/s, bert_tasks {ours['samples_per_second']:.1f} samples/s, "
