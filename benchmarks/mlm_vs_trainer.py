@@ -15,7 +15,6 @@ Prints both samples/s, the ratio bert_tasks / Trainer, both accuracies and the m
 """
 from __future__ import annotations
 
-import statistics
 import sys
 import tempfile
 from pathlib import Path
@@ -26,7 +25,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from cached_strategies import machine  # noqa: E402
-from side_by_side import pair_arguments, run_pair, run_side, side_command  # noqa: E402
+from side_by_side import benchmark_main, pair_arguments  # noqa: E402
 from train_speed_vs_trainer import SST2, read_tsv, resolve_default  # noqa: E402
 
 
@@ -107,29 +106,7 @@ SIDES = {
 def main() -> int:
     # bf16 where the CPU has it natively, else fp32 (emulated bf16 is a 2x loss)
     args = pair_arguments(__doc__.splitlines()[0], rows=8192, precision="bf16" if "native bf16" in machine() else "no").parse_args()
-    if not (SST2 / "train.tsv").is_file():
-        print(f"skipped: {SST2} not found (the shared SST-2 data is needed)")
-        return 0
-    if args.side:
-        run_side(args, SIDES)
-        return 0
-    pairs = []
-    for repeat in range(args.repeats):
-        results = run_pair({side: side_command(__file__, side, args) for side in ("trainer", "bert_tasks")}, args.mode, swap=repeat % 2 == 1)
-        theirs, ours = results["trainer"], results["bert_tasks"]
-        pairs.append((theirs, ours))
-        print(f"pair {repeat + 1}: Trainer {theirs['samples_per_second']:.1f} samples/s, bert_tasks {ours['samples_per_second']:.1f} samples/s, "
-              f"ratio {ours['samples_per_second'] / theirs['samples_per_second']:.2f}", flush=True)
-    median = lambda values: statistics.median(list(values))  # noqa: E731
-    ratio = median(o["samples_per_second"] / t["samples_per_second"] for t, o in pairs)
-    threads = "1 thread each, side by side on separate cores" if args.mode == "side-by-side" else f"{torch.get_num_threads()} threads, in turn"
-    print(f"Machine: {machine()}")
-    print(f"Masked LM, SST-2 {args.rows} train sentences, batch 32, 1 epoch, precision {args.precision}, all-MiniLM-L6-v2, {threads}, {args.repeats} pairs")
-    print(f"{'':<12}{'samples/s':>10}{'masked acc (dev)':>18}")
-    print(f"{'Trainer':<12}{median(t['samples_per_second'] for t, _ in pairs):>10.1f}{median(t['accuracy'] for t, _ in pairs):>18.4f}")
-    print(f"{'bert_tasks':<12}{median(o['samples_per_second'] for _, o in pairs):>10.1f}{median(o['accuracy'] for _, o in pairs):>18.4f}")
-    print(f"speed ratio bert_tasks / Trainer (median of pairs): {ratio:.2f}")
-    return 0
+    return benchmark_main(__file__, args, SIDES, SST2 / "train.tsv", f"Masked LM, SST-2 {args.rows} train sentences", "masked acc (dev)", torch.get_num_threads(), machine())
 
 
 if __name__ == "__main__":

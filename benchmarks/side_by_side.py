@@ -11,6 +11,7 @@ import argparse
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -67,3 +68,50 @@ def run_side(args: argparse.Namespace, sides: dict[str, Side]) -> None:
 
 def side_command(script: str, side: str, args: argparse.Namespace) -> list[str]:
     return [sys.executable, script, "--side", side, "--rows", str(args.rows), "--precision", args.precision, "--seed", str(args.seed)]
+
+
+def run_pairs(script: str, args: argparse.Namespace) -> list[tuple[dict, dict]]:
+    """(Trainer, bert_tasks) results per pair, printed as they come; cores / order swap every pair so
+    neither side is favoured by a core or by going first."""
+    pairs = []
+    for repeat in range(args.repeats):
+        results = run_pair({side: side_command(script, side, args) for side in ("trainer", "bert_tasks")}, args.mode, swap=repeat % 2 == 1)
+        theirs, ours = results["trainer"], results["bert_tasks"]
+        pairs.append((theirs, ours))
+        print(f"pair {repeat + 1}: Trainer {theirs['samples_per_second']:.1f} samples/s, bert_tasks {ours['samples_per_second']:.1f} samples/s, "
+              f"ratio {ours['samples_per_second'] / theirs['samples_per_second']:.2f}", flush=True)
+    return pairs
+
+
+def medians(pairs: list[tuple[dict, dict]]) -> dict[str, float]:
+    """Medians over pairs: each side's samples/s and accuracy, and the per-pair speed ratio."""
+    median = lambda values: statistics.median(list(values))  # noqa: E731
+    return {
+        "trainer_speed": median(t["samples_per_second"] for t, _ in pairs), "ours_speed": median(o["samples_per_second"] for _, o in pairs),
+        "trainer_accuracy": median(t["accuracy"] for t, _ in pairs), "ours_accuracy": median(o["accuracy"] for _, o in pairs),
+        "ratio": median(o["samples_per_second"] / t["samples_per_second"] for t, o in pairs),
+    }
+
+
+def print_results(m: dict[str, float], what: str, accuracy: str, args: argparse.Namespace, threads: int, machine: str) -> None:
+    """The machine, the job, both sides' medians and the ratio."""
+    how = "1 thread each, side by side on separate cores" if args.mode == "side-by-side" else f"{threads} threads, in turn"
+    print(f"Machine: {machine}")
+    print(f"{what}, batch 32, 1 epoch, precision {args.precision}, all-MiniLM-L6-v2, {how}, {args.repeats} pairs")
+    print(f"{'':<12}{'samples/s':>10}{accuracy:>18}")
+    print(f"{'Trainer':<12}{m['trainer_speed']:>10.1f}{m['trainer_accuracy']:>18.4f}")
+    print(f"{'bert_tasks':<12}{m['ours_speed']:>10.1f}{m['ours_accuracy']:>18.4f}")
+    print(f"speed ratio bert_tasks / Trainer (median of pairs): {m['ratio']:.2f}")
+    print(f"accuracy difference (points): {100 * (m['ours_accuracy'] - m['trainer_accuracy']):+.2f}")
+
+
+def benchmark_main(script: str, args: argparse.Namespace, sides: dict[str, Side], data: "os.PathLike[str]", what: str, accuracy: str, threads: int, machine: str) -> int:
+    """A whole benchmark: skip without the shared data; in a side's subprocess run that side; else run the pairs and print."""
+    if not os.path.isfile(data):
+        print(f"skipped: {data} not found (the shared data is needed)")
+        return 0
+    if args.side:
+        run_side(args, sides)
+        return 0
+    print_results(medians(run_pairs(script, args)), what, accuracy, args, threads, machine)
+    return 0

@@ -16,7 +16,6 @@ the other with all cores instead.
 from __future__ import annotations
 
 import csv
-import statistics
 import sys
 import tempfile
 from pathlib import Path
@@ -26,7 +25,8 @@ import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from side_by_side import pair_arguments, run_pair, run_side, side_command  # noqa: E402
+from cached_strategies import machine  # noqa: E402
+from side_by_side import benchmark_main, pair_arguments  # noqa: E402
 SST2 = ROOT.parent / "shared" / "data" / "sst2_tsv"
 
 
@@ -102,33 +102,7 @@ def resolve_default() -> str:
 
 def main() -> int:
     args = pair_arguments(__doc__.splitlines()[0], rows=4096, precision="bf16").parse_args()
-    if not (SST2 / "train.tsv").is_file():
-        print(f"skipped: {SST2} not found (the shared SST-2 data is needed)")
-        return 0
-    if args.side:
-        run_side(args, SIDES)
-        return 0
-    pairs = []
-    for repeat in range(args.repeats):
-        # Swap cores / order every pair, so neither side is favoured by a core or by going first.
-        results = run_pair({side: side_command(__file__, side, args) for side in ("trainer", "bert_tasks")}, args.mode, swap=repeat % 2 == 1)
-        theirs, ours = results["trainer"], results["bert_tasks"]
-        pairs.append((theirs, ours))
-        print(f"pair {repeat + 1}: Trainer {theirs['samples_per_second']:.1f} samples/s, bert_tasks {ours['samples_per_second']:.1f} samples/s, "
-              f"ratio {ours['samples_per_second'] / theirs['samples_per_second']:.2f}", flush=True)
-    median = lambda values: statistics.median(list(values))  # noqa: E731
-    theirs_speed = median(t["samples_per_second"] for t, _ in pairs)
-    ours_speed = median(o["samples_per_second"] for _, o in pairs)
-    ratio = median(o["samples_per_second"] / t["samples_per_second"] for t, o in pairs)
-    theirs_acc, ours_acc = median(t["accuracy"] for t, _ in pairs), median(o["accuracy"] for _, o in pairs)
-    threads = "1 thread each, side by side on separate cores" if args.mode == "side-by-side" else f"{torch.get_num_threads()} threads, in turn"
-    print(f"SST-2 {args.rows} rows, batch 32, 1 epoch, precision {args.precision}, all-MiniLM-L6-v2, {threads}, {args.repeats} pairs")
-    print(f"{'':<12}{'samples/s':>10}{'dev acc':>10}")
-    print(f"{'Trainer':<12}{theirs_speed:>10.1f}{theirs_acc:>10.4f}")
-    print(f"{'bert_tasks':<12}{ours_speed:>10.1f}{ours_acc:>10.4f}")
-    print(f"speed ratio bert_tasks / Trainer (median of pairs): {ratio:.2f}")
-    print(f"accuracy difference (points): {100 * (ours_acc - theirs_acc):+.2f}")
-    return 0
+    return benchmark_main(__file__, args, SIDES, SST2 / "train.tsv", f"SST-2 {args.rows} rows", "dev acc", torch.get_num_threads(), machine())
 
 
 if __name__ == "__main__":
