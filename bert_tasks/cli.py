@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from .errors import BertTasksError, DataError
+from .precision import PRECISIONS
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
@@ -29,7 +30,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from .evaluation import evaluate_run
 
-    results, table = evaluate_run(Path(args.run_dir), tuple(args.overrides), args.split, device=args.device)
+    overrides = tuple(args.overrides) + ((f"train.mixed_precision={args.precision}",) if args.precision else ())
+    results, table = evaluate_run(Path(args.run_dir), overrides, args.split, device=args.device)
     if int(os.environ.get("RANK", "0")) == 0:
         print(json.dumps(results, indent=2))
         if table:
@@ -45,7 +47,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     if Path(args.output).exists() and not args.overwrite:  # a file we cannot tell is ours is never replaced unasked
         raise DataError(f"--output={args.output!r}: the file exists; give another name, or --overwrite to replace it")
     columns = {key: value for key, value in (("text_column", args.text_column), ("text_pair_column", args.text_pair_column)) if value}
-    predictor = load(args.run_dir, device=args.device)  # config, tokenizer and task; the weights load once the input is checked
+    predictor = load(args.run_dir, device=args.device, precision=args.precision)  # config, tokenizer and task; the weights load once the input is checked
     count = predictor.predict_file_to(Path(args.input), Path(args.output), args.batch_size, columns)
     print(f"{count} predictions written to {args.output}")
     return 0
@@ -116,6 +118,7 @@ def _cmd_cache(args: argparse.Namespace) -> int:
 
 
 DEVICE_HELP = "auto (a GPU when there is one), cpu, cuda, cuda:N or mps"
+PRECISION_HELP = "no (fp32), bf16, fp16, or auto: bf16 / fp16 where the device runs it natively, else fp32"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -132,6 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("overrides", nargs="*", help="data overrides, e.g. data.validation=dev.tsv")
     evaluate.add_argument("--split", default="validation", choices=["train", "validation", "test"])
     evaluate.add_argument("--device", default="auto", help=DEVICE_HELP)
+    evaluate.add_argument("--precision", choices=PRECISIONS, help=PRECISION_HELP + " (default: the run's train.mixed_precision)")
     evaluate.set_defaults(run=_cmd_evaluate)
 
     predict = commands.add_parser("predict", help="predict a file: bert-tasks predict RUN_DIR --input FILE --output FILE.jsonl")
@@ -141,6 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--batch-size", type=int, default=64)
     predict.add_argument("--overwrite", action="store_true", help="replace --output if it exists (without it, an existing file is refused)")
     predict.add_argument("--device", default="auto", help=DEVICE_HELP)
+    predict.add_argument("--precision", choices=PRECISIONS, default="no", help=PRECISION_HELP + " (default: no, exact)")
     predict.add_argument("--text-column", metavar="NAME", help="the input's column for the run's data.text_column (the text, tokens, question or source), when the input names it differently")
     predict.add_argument("--text-pair-column", metavar="NAME", help="the input's column for the run's data.text_pair_column (the second text, or the context)")
     predict.set_defaults(run=_cmd_predict)

@@ -62,7 +62,7 @@ class TrainConfig:
     warmup_ratio: float = 0.0  # fraction of all optimiser steps spent warming up
     gradient_accumulation_steps: int = 1
     max_grad_norm: float = 1.0  # 0 turns clipping off
-    mixed_precision: Literal["no", "bf16", "fp16"] = "no"
+    mixed_precision: Literal["auto", "no", "bf16", "fp16"] = "auto"  # auto: bf16 / fp16 where the device runs it natively, else fp32 (precision.py)
     seed: int = 42
     group_by_length: bool = True  # batches of similar length: less padding, faster on CPU and GPU
     eval_every: Union[int, Literal["epoch"]] = "epoch"  # optimiser steps between evaluations, or 'epoch'

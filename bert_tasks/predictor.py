@@ -1,6 +1,7 @@
 """A trained run, loaded for prediction: ``bert_tasks.load(run_dir).predict([...])``."""
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Optional, Union
@@ -10,6 +11,7 @@ import torch
 from .data import Split, read_file
 from .devices import model_device, move_to, resolve_device
 from .errors import ConfigError, DataError
+from .precision import PRECISIONS, PrecisionChoice, choose_precision
 from .model import TaskModel
 from .rundir import SavedModel, open_run
 from .text_files import check_is_file
@@ -25,11 +27,12 @@ class Predictor:
     The weights load on first use (``model``), after the input is read, checked and encoded: a bad
     input file fails in a second, before a large model is built."""
 
-    def __init__(self, saved: SavedModel, device: Union[str, torch.device] = "auto") -> None:
+    def __init__(self, saved: SavedModel, device: Union[str, torch.device] = "auto", precision: str = "no") -> None:
         self.config = saved.config
         self.task = saved.task
         self._saved = saved
         self._target = resolve_device(device) if isinstance(device, str) else device
+        self.precision = inference_precision(precision, self._target)
         self._model: Optional[TaskModel] = None
 
     @property
@@ -69,18 +72,30 @@ class Predictor:
         self.task.write_predictions(split, predictions, Path(out))
         return len(predictions)
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def predict_split(self, split: Split, batch_size: int = 64) -> list[dict[str, Any]]:
         check_batch_size(batch_size)
         data = self.task.encode(split, with_labels=False)  # bad rows fail here, before the weights load
         device = self.device
         rows: list = [None] * len(data)
-        for batch in eval_loader(data, self.task, batch_size):
+        dtype = AUTOCAST_DTYPES.get(self.precision.precision)
+        for batch in eval_loader(data, self.task, batch_size):  # batches of similar length; answers go back in input order
             batch = move_to(batch, device)  # every tensor where the weights are
-            outputs = self.task.predict_step(self.model, batch).float().cpu().numpy()  # Shape: [batch, ...]
+            with torch.autocast(device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext():
+                outputs = self.task.predict_step(self.model, batch).float().cpu().numpy()  # Shape: [batch, ...]
             for index, row in zip(batch["index"].tolist(), outputs):
                 rows[index] = row[: data.lengths[index]] if self.task.outputs_per_token else row
         return self.task.format_predictions(rows, data)
+
+
+AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def inference_precision(precision: str, device: torch.device) -> PrecisionChoice:
+    """``--precision`` for prediction: no (fp32, the default: exact), bf16, fp16, or auto (as training's auto)."""
+    if precision not in PRECISIONS:
+        raise ConfigError(f"--precision={precision}: expected one of {', '.join(PRECISIONS)}")
+    return choose_precision(precision, device.type)
 
 
 def check_batch_size(batch_size: int) -> None:
@@ -119,13 +134,14 @@ def map_columns(split: Split, columns: Mapping[str, str], task: Any) -> Split:
     return split
 
 
-def load(run_dir: Union[str, Path], device: Union[str, torch.device] = "auto") -> Predictor:
+def load(run_dir: Union[str, Path], device: Union[str, torch.device] = "auto", precision: str = "no") -> Predictor:
     """The best model of a finished run directory, or of a folder written by ``bert-tasks publish``,
-    for ``device`` ('auto': a GPU when there is one). Its config, tokenizer and task load now; the
-    weights on first use (see ``Predictor``)."""
+    for ``device`` ('auto': a GPU when there is one) in ``precision`` (no = fp32, bf16, fp16, or auto:
+    what the device runs natively). Its config, tokenizer and task load now; the weights on first use
+    (see ``Predictor``)."""
     from .publishing import is_published, open_published
 
     if isinstance(device, str):
         device = resolve_device(device)  # a bad --device fails before anything loads
     saved = open_published(Path(run_dir)) if is_published(Path(run_dir)) else open_run(Path(run_dir))
-    return Predictor(saved, device)
+    return Predictor(saved, device, precision)

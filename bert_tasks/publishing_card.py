@@ -77,7 +77,7 @@ def model_card(config: RunConfig, summary: RunSummary, export: dict[str, Any], n
     rows = "\n".join(f"| {key} | {value:.4f} |" for key, value in summary.eval.items() if isinstance(value, (int, float)))
     hyper = {
         "learning rate": train.learning_rate, "batch size": train.batch_size, "epochs": train.epochs, "warmup ratio": train.warmup_ratio,
-        "weight decay": train.weight_decay, "seed": train.seed, "precision": train.mixed_precision, "steps": summary.steps,
+        "weight decay": train.weight_decay, "seed": train.seed, "precision": summary.precision or train.mixed_precision, "steps": summary.steps,
     }
     task_options = {k: v for k, v in config.task.__dict__.items() if k != "name" and v is not None}
     body = f"""# {name}

@@ -11,6 +11,7 @@ from accelerate.utils import is_mps_available, is_npu_available, is_xpu_availabl
 
 from .config import TrainConfig
 from .errors import ConfigError
+from .precision import PrecisionChoice, choose_precision
 
 
 def make_accelerator(train: TrainConfig, run_dir: Optional[Path] = None) -> Accelerator:
@@ -21,8 +22,8 @@ def make_accelerator(train: TrainConfig, run_dir: Optional[Path] = None) -> Acce
     GradientState._reset_state()
     try:
         return Accelerator(
-            cpu=train.cpu or not has_accelerator_device(),  # also lets torchrun on CPU-only machines use gloo
-            mixed_precision=train.mixed_precision,
+            cpu=on_cpu(train),  # also lets torchrun on CPU-only machines use gloo
+            mixed_precision=precision_choice(train).precision,
             gradient_accumulation_steps=train.gradient_accumulation_steps,
             dataloader_config=DataLoaderConfiguration(split_batches=True),
             log_with=train.log_with,
@@ -30,6 +31,19 @@ def make_accelerator(train: TrainConfig, run_dir: Optional[Path] = None) -> Acce
         )
     except (ValueError, ImportError, RuntimeError) as error:
         raise ConfigError(f"train.mixed_precision={train.mixed_precision} / train.log_with={train.log_with}: {str(error).splitlines()[0]}") from None
+
+
+def on_cpu(train: TrainConfig) -> bool:
+    return train.cpu or not has_accelerator_device()
+
+
+def precision_choice(train: TrainConfig) -> PrecisionChoice:
+    """What ``train.mixed_precision`` means on the device this process will run on (``auto`` resolved)."""
+    if on_cpu(train):
+        device_type = "cpu"
+    else:
+        device_type = "cuda" if torch.cuda.is_available() else "other accelerator"
+    return choose_precision(train.mixed_precision, device_type)
 
 
 def has_accelerator_device() -> bool:

@@ -30,11 +30,13 @@ class RunSummary:
     learning_rate: float = 0.0
     seed: int = 0
     frozen_cache: dict[str, Any] = field(default_factory=dict)  # cached or not, why, the cut, the stores (frozen_cache.json)
+    precision: str = ""  # what ran: no | bf16 | fp16 (train.mixed_precision=auto resolved on this machine)
+    precision_reason: str = ""
 
     @classmethod
     def create(
         cls, config: RunConfig, strategy: str, best_metric: str, state: Any, trainable: int, total: int, processes: int, checkpoint_bytes: int,
-        peak_memory_mb: float = 0.0, frozen_cache: Optional[dict[str, Any]] = None,
+        peak_memory_mb: float = 0.0, frozen_cache: Optional[dict[str, Any]] = None, precision: Optional[Any] = None,
     ) -> "RunSummary":
         seconds = state.train_seconds
         return cls(
@@ -44,6 +46,7 @@ class RunSummary:
             train_samples_per_second=round(state.samples_seen / seconds, 2) if seconds > 0 else 0.0,
             steps=state.global_step, processes=processes, checkpoint_bytes=checkpoint_bytes, peak_memory_mb=round(peak_memory_mb, 1),
             learning_rate=config.train.learning_rate, seed=config.train.seed, frozen_cache=dict(frozen_cache or {}),
+            precision=precision.precision if precision else "", precision_reason=precision.reason if precision else "",
         )
 
     @property

@@ -35,7 +35,7 @@ from .parameters import format_report, parameter_report
 from .progress import Progress
 from .run_guard import claim_run_dir, clear_previous_run, remove_if_unused, remove_leftovers
 from .rundir import BEST_DIR, CHECKPOINTS_DIR, FROZEN_CACHE_FILE, PARAMETERS_FILE, SUMMARY_FILE, append_metrics, keep_metrics_until, load_trained, save_weights, weights_size, write_run_files
-from .runtime import make_accelerator, peak_memory_mb, same_on_every_process
+from .runtime import make_accelerator, peak_memory_mb, precision_choice, same_on_every_process
 from .strategies.base import Strategy
 from .summary import RunSummary
 from .tasks.base import Task
@@ -133,6 +133,7 @@ class TrainingLoop:
         self.config, self.accelerator, self.assembly, self.task = config, accelerator, assembly, assembly.task
         self.run_dir, self.main = config.run_dir, accelerator.is_main_process
         self.train_data, self.eval_data, self.best_metric = train_data, eval_data, best_metric
+        self.precision = precision_choice(tc)  # what make_accelerator gave the Accelerator, with its reason
         self.sampler = LengthGroupedBatches(train_data.lengths, tc.batch_size, shuffle=True, seed=tc.seed, group_by_length=tc.group_by_length)
         # Own generator: a DataLoader otherwise draws its seed from the global RNG, which would shift
         # dropout masks after a resume (the iterator is re-created mid-epoch). Saved with checkpoints.
@@ -180,12 +181,14 @@ class TrainingLoop:
             atomic_files.write_json(self.run_dir / PARAMETERS_FILE, report)
             atomic_files.write_json(self.run_dir / FROZEN_CACHE_FILE, self.frozen.record)
             print(format_report(report))
+            print(f"bert-tasks: precision {self.precision.label} ({self.precision.reason})", file=sys.stderr)
         if tc.log_with:
             self.accelerator.init_trackers(self.run_dir.name, config={"learning_rate": tc.learning_rate, "batch_size": tc.batch_size, "strategy": self.assembly.strategy.describe()})
         if self.main and not resumed:
             append_metrics(self.run_dir, {"event": "start", "trainable_parameters": self.trainable, "total_parameters": self.total,
                                           "train_examples": len(self.train_data), "total_steps": self.total_steps, "processes": self.accelerator.num_processes,
-                                          "frozen_cache": self.frozen.cached, "frozen_cut": self.frozen.record.get("cut")})
+                                          "frozen_cache": self.frozen.cached, "frozen_cut": self.frozen.record.get("cut"),
+                                          "precision": self.precision.precision, "precision_reason": self.precision.reason})
 
     def run(self) -> None:
         state = self.state
@@ -331,7 +334,7 @@ def finish(config: RunConfig, accelerator: Accelerator, loop: TrainingLoop) -> R
         atomic_files.write_json(run_dir / FROZEN_CACHE_FILE, loop.frozen.record)
     summary = RunSummary.create(
         config, strategy.describe(), loop.best_metric, loop.state, loop.trainable, loop.total, accelerator.num_processes,
-        weights_size(run_dir), peak_memory_mb(accelerator.device), loop.frozen.record,
+        weights_size(run_dir), peak_memory_mb(accelerator.device), loop.frozen.record, loop.precision,
     )
     if accelerator.is_main_process:
         summary.save(run_dir)

@@ -207,7 +207,8 @@ def tiny_recipe(checkpoint: Path, run_root: Path, **sections) -> dict:
         "task": {"name": "classification", "max_length": 32},
         "strategy": {"name": "full"},
         "data": {"dataset": "demo", "text_column": "text", "label_column": "label"},
-        "train": {"epochs": 1, "batch_size": 16, "learning_rate": 1e-3, "max_train_samples": 96, "max_eval_samples": 40},
+        # fp32 on every machine (the default, auto, picks bf16 where the CPU runs it natively): exact comparisons hold
+        "train": {"epochs": 1, "batch_size": 16, "learning_rate": 1e-3, "max_train_samples": 96, "max_eval_samples": 40, "mixed_precision": "no"},
         "output": {"dir": str(run_root), "name": "run"},
     }
     for section, values in sections.items():

@@ -40,7 +40,7 @@ def test_overrides_are_typed_and_reach_plugin_configs():
     [
         ("train.learnin_rate=1e-3", "train.learnin_rate: unknown key; allowed keys are"),
         ("train.batch_size=big", "train.batch_size: expected an integer, got 'big'"),
-        ("train.mixed_precision=fp8", "train.mixed_precision: expected 'no' or 'bf16' or 'fp16'"),
+        ("train.mixed_precision=fp8", "train.mixed_precision: expected 'auto' or 'no' or 'bf16' or 'fp16'"),
         ("strategy.name=magic", "strategy.name: unknown strategy 'magic'; choose one of bottleneck, full, last_n, layer_mix, lora"),
         ("strategy.n=2", "strategy.n: unknown key; allowed keys are name"),
         ("modle.checkpoint=x", "modle: unknown section"),

@@ -124,7 +124,7 @@ def plan_frozen(tc: TrainConfig, accelerator: Accelerator, model: TaskModel, tas
         root=cache_root(tc.cache_dir), dtype=compute_dtype if tc.cache_dtype == "auto" else DTYPES[tc.cache_dtype],
         compute_dtype=compute_dtype, memory_budget=int(tc.cache_memory_gb * GiB),
         disk_budget=None if tc.cache_max_gb is None else int(tc.cache_max_gb * GiB), device_budget=int(tc.cache_device_gb * GiB),
-        batch_size=tc.eval_batch_size, precision=tc.mixed_precision,
+        batch_size=tc.eval_batch_size, precision=accelerator.mixed_precision,  # what runs (train.mixed_precision=auto resolved)
     )
     builder = StoreBuilder(accelerator, model.encoder, cut, task.collate, head_inputs, settings)
     plan.eval_mode = True
