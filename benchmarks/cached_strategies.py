@@ -69,17 +69,16 @@ JOBS = {
 
 
 def machine() -> str:
-    """CPU model, cores, and whether it runs bf16 natively (AMX / AVX512-BF16) or emulates it."""
-    flags, model = set(), platform.processor() or "?"
+    """CPU model, cores, and whether it runs bf16 natively (AMX / AVX512-BF16) or emulates it:
+    the same flags train.mixed_precision=auto goes by."""
+    from bert_tasks.precision import cpu_native_bf16_flags
+
+    model = platform.processor() or "?"
     try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags") and not flags:
-                flags = set(line.split(":", 1)[1].split())
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
+        model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name")), model)
     except OSError:
         pass
-    native = sorted(flags & {"amx_bf16", "avx512_bf16"})
+    native = sorted(cpu_native_bf16_flags())
     kind = f"native bf16 ({', '.join(native)})" if native else "no native bf16 (bf16 is emulated)"
     return f"{model}, {os.cpu_count()} cores, {kind}"
 
