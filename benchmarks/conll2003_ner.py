@@ -20,11 +20,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-ROOT = Path(__file__).resolve().parent.parent
-CONLL = ROOT.parent / "shared" / "data" / "conll2003"
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from shared_data import CONLL, ROOT  # noqa: E402
 
-from bert_tasks.conll import read_conll  # noqa: E402
+sys.path.insert(0, str(ROOT))
+import trainer_reference as reference  # noqa: E402
 
 
 def run_bert_tasks(rows: int, epochs: float, out: Path) -> tuple[dict, float]:
@@ -42,53 +42,16 @@ def run_bert_tasks(rows: int, epochs: float, out: Path) -> tuple[dict, float]:
 
 
 def run_trainer(model_path: str, rows: int, epochs: float, out: Path) -> tuple[float, float]:
-    import datasets
-    from seqeval.metrics import f1_score
-    from transformers import AutoModelForTokenClassification, AutoTokenizer, DataCollatorForTokenClassification, Trainer, TrainingArguments
+    from transformers import AutoModelForTokenClassification, AutoTokenizer
 
-    train, _ = read_conll(CONLL / "train.txt")
-    valid, _ = read_conll(CONLL / "valid.txt")
-    labels = sorted({t for tags in train["ner_tags"] for t in tags}, key=lambda t: (t != "O", t[2:], t))
-    ids = {t: i for i, t in enumerate(labels)}
     tokenizer = AutoTokenizer.from_pretrained(model_path)
-
-    def encode(columns, count=None):
-        words, tags = columns["tokens"][:count], columns["ner_tags"][:count]
-        enc = tokenizer(words, is_split_into_words=True, truncation=True, max_length=256)
-        aligned = []
-        for i in range(len(words)):
-            previous, row = None, []
-            for word in enc.word_ids(i):
-                row.append(-100 if word is None or word == previous else ids[tags[i][word]])
-                previous = word
-            aligned.append(row)
-        return datasets.Dataset.from_dict({**enc, "labels": aligned}), enc
-
-    train_data, _ = encode(train, rows)
+    train_data, collator = reference.conll_train_set(tokenizer, rows, padded=False)
     torch.manual_seed(42)
-    model = AutoModelForTokenClassification.from_pretrained(model_path, num_labels=len(labels))
-    args = TrainingArguments(
-        output_dir=str(out / "trainer"), per_device_train_batch_size=32, learning_rate=1e-4, num_train_epochs=epochs,
-        weight_decay=0.01, warmup_steps=0.1, use_cpu=True, train_sampling_strategy="group_by_length",
-        eval_strategy="no", save_strategy="no", report_to=[], seed=42, logging_steps=1000, disable_tqdm=True,
-    )
-    trainer = Trainer(model=model, args=args, train_dataset=train_data, data_collator=DataCollatorForTokenClassification(tokenizer))
-    speed = trainer.train().metrics["train_samples_per_second"]
-    valid_data, enc = encode(valid)
-    model.eval()
-    predicted = []
-    with torch.no_grad():
-        for start in range(0, len(valid_data), 64):
-            batch = tokenizer.pad({"input_ids": enc["input_ids"][start : start + 64]}, return_tensors="pt")
-            logits = model(**batch).logits.argmax(-1).numpy()
-            for offset, row in enumerate(logits):
-                word_ids = enc.word_ids(start + offset)
-                first = {}
-                for position, word in enumerate(word_ids):
-                    if word is not None and word not in first:
-                        first[word] = labels[row[position]]
-                predicted.append([first.get(w, "O") for w in range(len(valid["tokens"][start + offset]))])
-    return float(f1_score(valid["ner_tags"], predicted)), speed
+    model = AutoModelForTokenClassification.from_pretrained(model_path, num_labels=len(reference.conll_labels()))
+    settings = {"per_device_train_batch_size": 32, "learning_rate": 1e-4, "num_train_epochs": epochs, "weight_decay": 0.01,
+                "warmup_steps": 0.1, "train_sampling_strategy": "group_by_length", "seed": 42}
+    speed = reference.trainer_speed(model, train_data, collator, settings, str(out / "trainer"))
+    return reference.conll_f1(model, tokenizer), speed
 
 
 def main() -> None:

@@ -26,7 +26,8 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from cached_strategies import machine  # noqa: E402
 from side_by_side import benchmark_main, pair_arguments  # noqa: E402
-from train_speed_vs_trainer import SST2, read_tsv, resolve_default  # noqa: E402
+from shared_data import SST2, read_tsv  # noqa: E402
+from train_speed_vs_trainer import resolve_default  # noqa: E402
 
 
 def recipe_overrides(rows: int, precision: str, seed: int, out: str) -> list[str]:

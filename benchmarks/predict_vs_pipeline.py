@@ -29,10 +29,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bert_tasks  # noqa: E402
 from bert_tasks.data import load_split  # noqa: E402
 from cached_strategies import machine  # noqa: E402
-from train_speed_vs_trainer import SST2, read_tsv  # noqa: E402
-
-SQUAD = ROOT.parent / "shared" / "data" / "squad_v1.1" / "dev-v1.1.json"
-EVAL_QUESTIONS = "[8582:]"  # articles 38-47 of the agreed split
+from shared_data import SQUAD, SQUAD_EVAL as EVAL_QUESTIONS, SST2, read_tsv  # noqa: E402
+from trainer_reference import stock_qa_answers  # noqa: E402
 
 
 def trained_and_published(recipe: str, overrides: list[str], out: Path) -> tuple[Path, Path]:
@@ -68,39 +66,6 @@ def compare_sst2(out: Path, rows: int, batch_size: int) -> tuple[float, float, f
     return len(texts) / ours_seconds, len(texts) / their_seconds, agree
 
 
-def stock_qa_answers(model_path: Path, questions: list[str], contexts: list[str], batch_size: int) -> list[str]:
-    """The reference for QA: transformers 5 removed the question-answering pipeline, so this is what its
-    run_qa.py example does with the stock model: windows padded to 384 with stride 128, batched forward
-    passes, then per question the best start + end logit sum over the 20 best starts and ends of every
-    window (inside the context, end >= start, at most 30 tokens)."""
-    import numpy as np
-    import torch
-    from transformers import AutoModelForQuestionAnswering, AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(str(model_path))
-    model = AutoModelForQuestionAnswering.from_pretrained(str(model_path)).eval()
-    windows = tokenizer(questions, contexts, truncation="only_second", max_length=384, stride=128, return_overflowing_tokens=True,
-                        return_offsets_mapping=True, padding="max_length")
-    best: dict[int, tuple[float, str]] = {}
-    with torch.inference_mode():
-        for start in range(0, len(windows["input_ids"]), batch_size):
-            rows = range(start, min(start + batch_size, len(windows["input_ids"])))
-            inputs = {name: torch.tensor([windows[name][i] for i in rows]) for name in ("input_ids", "attention_mask", "token_type_ids")}
-            out = model(**inputs)
-            for row, starts, ends in zip(rows, out.start_logits.numpy(), out.end_logits.numpy()):  # Shape: (384,) each
-                question = windows["overflow_to_sample_mapping"][row]
-                in_context = [i for i, sequence in enumerate(windows.sequence_ids(row)) if sequence == 1]
-                offsets = windows["offset_mapping"][row]
-                context_set = set(in_context)
-                for s in np.argsort(starts)[-20:]:
-                    for e in np.argsort(ends)[-20:]:
-                        if s in context_set and e in context_set and s <= e < s + 30:
-                            score = float(starts[s] + ends[e])
-                            if question not in best or score > best[question][0]:
-                                best[question] = (score, contexts[question][offsets[s][0] : offsets[e][1]])
-    return [best.get(i, (0.0, ""))[1] for i in range(len(questions))]
-
-
 def compare_squad(out: Path, batch_size: int) -> tuple[float, float, float, int]:
     settings = ["data.dataset=null", f"data.train={SQUAD}[:256]", f"data.validation={SQUAD}[8582:8646]",
                 "task.max_length=384", "task.doc_stride=128", "task.max_answer_length=30", "task.n_best=20"]
@@ -111,8 +76,11 @@ def compare_squad(out: Path, batch_size: int) -> tuple[float, float, float, int]
     ours = bert_tasks.load(run, device="cpu")
     ours.predict(pairs[:batch_size], batch_size)
     ours_seconds, our_answers = timed(ours.predict, pairs, batch_size)
-    stock_qa_answers(published, questions[:batch_size], contexts[:batch_size], batch_size)
-    their_seconds, their_answers = timed(stock_qa_answers, published, questions, contexts, batch_size)
+    from transformers import AutoModelForQuestionAnswering, AutoTokenizer
+
+    model, tokenizer = AutoModelForQuestionAnswering.from_pretrained(str(published)), AutoTokenizer.from_pretrained(str(published))
+    stock_qa_answers(model, tokenizer, questions[:batch_size], contexts[:batch_size], batch_size)
+    their_seconds, their_answers = timed(stock_qa_answers, model, tokenizer, questions, contexts, batch_size)
     agree = sum(a["answer"].strip() == b.strip() for a, b in zip(our_answers, their_answers)) / len(pairs)
     return len(pairs) / ours_seconds, len(pairs) / their_seconds, agree, len(pairs)
 

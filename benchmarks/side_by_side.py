@@ -15,7 +15,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
-from typing import Callable
+from typing import Callable, Union
 
 
 def default_mode() -> str:
@@ -56,18 +56,25 @@ def pair_arguments(description: str, rows: int, precision: str) -> argparse.Argu
     return parser
 
 
-Side = Callable[[argparse.Namespace, str], tuple[float, float]]  # (args, scratch folder) -> (samples/s, accuracy)
+# (args, scratch folder) -> (samples/s, accuracy), or a dict with those two keys and any others to report
+Side = Callable[[argparse.Namespace, str], Union[tuple[float, float], dict]]
 
 
 def run_side(args: argparse.Namespace, sides: dict[str, Side]) -> None:
     """In a side's subprocess: run it in a scratch folder and print its one JSON line."""
     with tempfile.TemporaryDirectory() as out:
-        speed, accuracy = sides[args.side](args, out)
-    print(json.dumps({"samples_per_second": speed, "accuracy": accuracy}))
+        result = sides[args.side](args, out)
+    if not isinstance(result, dict):
+        result = {"samples_per_second": result[0], "accuracy": result[1]}
+    print(json.dumps(result))
 
 
 def side_command(script: str, side: str, args: argparse.Namespace) -> list[str]:
-    return [sys.executable, script, "--side", side, "--rows", str(args.rows), "--precision", args.precision, "--seed", str(args.seed)]
+    """The subprocess running one side, with the pair's options (and those a benchmark names in ``args.forward``)."""
+    command = [sys.executable, script, "--side", side, "--rows", str(args.rows), "--precision", args.precision, "--seed", str(args.seed)]
+    for name in getattr(args, "forward", ()):
+        command += [f"--{name.replace('_', '-')}", str(getattr(args, name))]
+    return command
 
 
 def run_pairs(script: str, args: argparse.Namespace) -> list[tuple[dict, dict]]:

@@ -12,7 +12,7 @@ import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Iterator, Optional, Sequence
 
 import datasets
 
@@ -20,7 +20,7 @@ from .conll import CONLL_SUFFIXES, read_conll
 from .errors import DataError
 from .squad_format import flatten_squad, is_squad
 from .tasks.pretraining_corpus import read_documents_with_lines
-from .text_files import check_is_file, read_text
+from .text_files import check_is_file, check_text_start, read_text
 
 DEMO_DATASET = "demo"
 DEMO_DIR = Path(__file__).resolve().parent / "demo_data"
@@ -180,8 +180,13 @@ def read_file(name: str, path: Path, tsv_quoting: bool = False, conll_columns: O
             rows, suffix = flatten_squad({"data": rows}, path), ".squad"
     if not rows:
         raise DataError(f"{path}: the file has no rows")
-    columns = list(rows[0])
-    split = Split(name, datasets.Dataset.from_dict({}), str(path), lines, suffix.lstrip("."))
+    return _rows_split(name, path, rows, lines, suffix.lstrip("."), list(rows[0]))
+
+
+def _rows_split(name: str, path: Path, rows: list[dict[str, Any]], lines: Optional[list[int]], file_format: str, columns: list[str]) -> Split:
+    """Rows of one file (or one chunk of it) as a Split, after checking every row has ``columns`` and each
+    column one kind of value."""
+    split = Split(name, datasets.Dataset.from_dict({}), str(path), lines, file_format)
     for index, row in enumerate(rows):
         if set(row) != set(columns):
             odd = sorted(set(columns) ^ set(row))
@@ -256,43 +261,92 @@ def _place(split: Split, index: int) -> str:
 
 
 def _read_delimited(path: Path, delimiter: str, quoting: bool) -> tuple[list[dict[str, Any]], list[int]]:
-    csv.field_size_limit(sys.maxsize)
     with io.StringIO(read_text(path), newline="") as handle:
-        reader = csv.reader(handle, delimiter=delimiter, quoting=csv.QUOTE_MINIMAL if quoting else csv.QUOTE_NONE)
-        try:
-            header = next(reader)
-        except StopIteration:
-            raise DataError(f"{path}: the file is empty (expected a header row)") from None
-        if len(set(header)) != len(header):
-            raise DataError(f"{path}, line 1: repeated column names in the header {header}")
-        rows, lines = [], []
-        start = reader.line_num + 1
-        for values in reader:
-            line, start = start, reader.line_num + 1
-            if not values:
-                continue
-            if len(values) != len(header):
-                raise DataError(f"{path}, line {line}: {len(values)} fields, expected {len(header)} ({', '.join(header)})")
-            rows.append(dict(zip(header, values)))
-            lines.append(line)
-    return rows, lines
+        pairs = list(_delimited_rows(handle, path, delimiter, quoting))
+    return [row for row, _ in pairs], [line for _, line in pairs]
+
+
+def _delimited_rows(handle: Any, path: Path, delimiter: str, quoting: bool) -> Iterator[tuple[dict[str, Any], int]]:
+    """(row, line) of every non-empty row after the header, read as the file is read."""
+    csv.field_size_limit(sys.maxsize)
+    reader = csv.reader(handle, delimiter=delimiter, quoting=csv.QUOTE_MINIMAL if quoting else csv.QUOTE_NONE)
+    try:
+        header = next(reader)
+    except StopIteration:
+        raise DataError(f"{path}: the file is empty (expected a header row)") from None
+    if len(set(header)) != len(header):
+        raise DataError(f"{path}, line 1: repeated column names in the header {header}")
+    start = reader.line_num + 1
+    for values in reader:
+        line, start = start, reader.line_num + 1
+        if not values:
+            continue
+        if len(values) != len(header):
+            raise DataError(f"{path}, line {line}: {len(values)} fields, expected {len(header)} ({', '.join(header)})")
+        yield dict(zip(header, values)), line
 
 
 def _read_jsonl(path: Path) -> tuple[list[dict[str, Any]], list[int]]:
-    rows, lines = [], []
     with io.StringIO(read_text(path)) as handle:
-        for number, text in enumerate(handle, start=1):
-            if not text.strip():
-                continue
-            try:
-                row = json.loads(text)
-            except json.JSONDecodeError as error:
-                raise DataError(f"{path}, line {number}: not valid JSON ({error.msg})") from None
-            if not isinstance(row, dict):
-                raise DataError(f"{path}, line {number}: expected a JSON object, got {type(row).__name__}")
-            rows.append(row)
-            lines.append(number)
-    return rows, lines
+        pairs = list(_jsonl_rows(handle, path))
+    return [row for row, _ in pairs], [line for _, line in pairs]
+
+
+def _jsonl_rows(handle: Any, path: Path) -> Iterator[tuple[dict[str, Any], int]]:
+    for number, text in enumerate(handle, start=1):
+        if not text.strip():
+            continue
+        try:
+            row = json.loads(text)
+        except json.JSONDecodeError as error:
+            raise DataError(f"{path}, line {number}: not valid JSON ({error.msg})") from None
+        if not isinstance(row, dict):
+            raise DataError(f"{path}, line {number}: expected a JSON object, got {type(row).__name__}")
+        yield row, number
+
+
+STREAMED_SUFFIXES = (".csv", ".tsv", ".jsonl")  # formats read a chunk of rows at a time (prediction of files of any size)
+
+
+def read_file_in_chunks(name: str, path: Path, chunk_rows: int, tsv_quoting: bool = False) -> Iterator[Split]:
+    """A csv / tsv / jsonl file as Splits of at most ``chunk_rows`` rows, in file order, read as they are
+    needed: memory stays flat however long the file is. Each chunk gets read_file's checks."""
+    check_is_file(path, f"data.{name}")
+    suffix = path.suffix.lower()
+    if suffix not in STREAMED_SUFFIXES:
+        raise DataError(f"{path}: {suffix!r} files are read whole; chunked reading takes {', '.join(STREAMED_SUFFIXES)}")
+    check_text_start(path)
+    delimiter, quoted = "\t" if suffix == ".tsv" else ",", tsv_quoting or suffix == ".csv"
+    columns: Optional[list[str]] = None  # the first row's: every row of every chunk must have them
+    with path.open(encoding="utf-8-sig", newline="" if suffix != ".jsonl" else None) as handle:
+        pairs = _jsonl_rows(handle, path) if suffix == ".jsonl" else _delimited_rows(handle, path, delimiter, quoted)
+        chunk: list[tuple[dict[str, Any], int]] = []
+        for pair in _decoded(pairs, path):
+            columns = columns or list(pair[0])
+            chunk.append(pair)
+            if len(chunk) == chunk_rows:
+                yield _chunk_split(name, path, chunk, columns, suffix)
+                chunk = []
+    if columns is None:
+        raise DataError(f"{path}: the file has no rows")
+    if chunk:
+        yield _chunk_split(name, path, chunk, columns, suffix)
+
+
+def _decoded(pairs: Iterator[tuple[dict[str, Any], int]], path: Path) -> Iterator[tuple[dict[str, Any], int]]:
+    """The rows, with a file that stops being UTF-8 text part-way through named (as read_text names it)."""
+    line = 0
+    try:
+        for row, line in pairs:
+            yield row, line
+    except UnicodeDecodeError:
+        raise DataError(f"{path}, after line {line}: not UTF-8 text; re-save the file as UTF-8") from None
+    except csv.Error as error:
+        raise DataError(f"{path}, after line {line}: {error}; expected UTF-8 text") from None
+
+
+def _chunk_split(name: str, path: Path, chunk: list[tuple[dict[str, Any], int]], columns: list[str], suffix: str) -> Split:
+    return _rows_split(name, path, [row for row, _ in chunk], [line for _, line in chunk], suffix.lstrip("."), columns)
 
 
 def _read_json(path: Path) -> tuple[list[dict[str, Any]], None]:

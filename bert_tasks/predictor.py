@@ -2,13 +2,15 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Optional, Union
 
 import torch
 
-from .data import Split, read_file
+from .atomic_files import replacing
+from .data import STREAMED_SUFFIXES, Split, read_file, read_file_in_chunks
 from .devices import model_device, move_to, resolve_device
 from .errors import ConfigError, DataError
 from .precision import PRECISIONS, PrecisionChoice, choose_precision
@@ -18,6 +20,7 @@ from .text_files import check_is_file
 from .training import eval_loader
 
 # Prediction column options: the run's data key each one maps an input column onto.
+CHUNK_ROWS = 8192  # rows read, predicted and written at a time; batches are sorted by length within a chunk
 COLUMN_OPTIONS = {"text_column": "--text-column", "text_pair_column": "--text-pair-column"}
 
 
@@ -62,15 +65,32 @@ class Predictor:
     def predict_file(self, path: Path, batch_size: int = 64, columns: Optional[Mapping[str, str]] = None) -> list[dict[str, Any]]:
         return self.predict_split(self.read_input(path, columns), batch_size)
 
-    def predict_file_to(self, path: Path, out: Path, batch_size: int = 64, columns: Optional[Mapping[str, str]] = None) -> int:
+    def predict_file_to(self, path: Path, out: Path, batch_size: int = 64, columns: Optional[Mapping[str, str]] = None,
+                        chunk_rows: int = CHUNK_ROWS) -> int:
         """Predict ``path`` and write the answers to ``out`` in the task's output format; returns the count.
-        ``out`` is written atomically and may never be the input itself."""
+        ``out`` is written atomically and may never be the input itself. csv / tsv / jsonl input is read,
+        predicted and written ``chunk_rows`` rows at a time (memory stays flat on a file of any length,
+        answers keep the input's order); other formats are read whole."""
         check_prediction_paths(Path(path), Path(out))
+        if Path(path).suffix.lower() in STREAMED_SUFFIXES:
+            return self._predict_chunks_to(Path(path), Path(out), batch_size, columns, chunk_rows)
         split = self.read_input(path, columns)
         predictions = self.predict_split(split, batch_size)
         Path(out).parent.mkdir(parents=True, exist_ok=True)
         self.task.write_predictions(split, predictions, Path(out))
         return len(predictions)
+
+    def _predict_chunks_to(self, path: Path, out: Path, batch_size: int, columns: Optional[Mapping[str, str]], chunk_rows: int) -> int:
+        check_batch_size(batch_size)
+        check_batch_size(chunk_rows, "chunk_rows")
+        count = 0
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with replacing(out) as temporary, temporary.open("w", encoding="utf-8") as handle:
+            for chunk in read_file_in_chunks("input", path, chunk_rows, tsv_quoting=self.config.data.tsv_quoting):
+                for row in self.predict_split(self.task.prepare_input(map_columns(chunk, columns or {}, self.task)), batch_size):
+                    handle.write(json.dumps(row) + "\n")  # the layout Task.write_predictions gives these formats
+                    count += 1
+        return count
 
     @torch.inference_mode()
     def predict_split(self, split: Split, batch_size: int = 64) -> list[dict[str, Any]]:
@@ -98,9 +118,9 @@ def inference_precision(precision: str, device: torch.device) -> PrecisionChoice
     return choose_precision(precision, device.type)
 
 
-def check_batch_size(batch_size: int) -> None:
+def check_batch_size(batch_size: int, option: str = "--batch-size") -> None:
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ConfigError(f"--batch-size={batch_size}: must be 1 or more")
+        raise ConfigError(f"{option}={batch_size}: must be 1 or more")
 
 
 def check_prediction_paths(source: Path, out: Path) -> None:

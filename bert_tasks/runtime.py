@@ -11,6 +11,7 @@ from accelerate.utils import is_mps_available, is_npu_available, is_xpu_availabl
 
 from .config import TrainConfig
 from .errors import ConfigError
+from .host_memory import keep_freed_blocks
 from .precision import PrecisionChoice, choose_precision
 
 
@@ -20,6 +21,8 @@ def make_accelerator(train: TrainConfig, run_dir: Optional[Path] = None) -> Acce
     # accumulation settings; the process group itself (PartialState) is kept.
     AcceleratorState._reset_state(reset_partial_state=False)
     GradientState._reset_state()
+    if train.reuse_host_memory and on_cpu(train):
+        keep_freed_blocks()  # ~25% of a small-batch CPU step was page faults on re-allocated buffers
     try:
         return Accelerator(
             cpu=on_cpu(train),  # also lets torchrun on CPU-only machines use gloo

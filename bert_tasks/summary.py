@@ -32,11 +32,13 @@ class RunSummary:
     frozen_cache: dict[str, Any] = field(default_factory=dict)  # cached or not, why, the cut, the stores (frozen_cache.json)
     precision: str = ""  # what ran: no | bf16 | fp16 (train.mixed_precision=auto resolved on this machine)
     precision_reason: str = ""
+    step_breakdown_ms: dict[str, float] = field(default_factory=dict)  # train.step_breakdown=true: ms per optimiser step per phase
 
     @classmethod
     def create(
         cls, config: RunConfig, strategy: str, best_metric: str, state: Any, trainable: int, total: int, processes: int, checkpoint_bytes: int,
         peak_memory_mb: float = 0.0, frozen_cache: Optional[dict[str, Any]] = None, precision: Optional[Any] = None,
+        step_breakdown_ms: Optional[dict[str, float]] = None,
     ) -> "RunSummary":
         seconds = state.train_seconds
         return cls(
@@ -47,6 +49,7 @@ class RunSummary:
             steps=state.global_step, processes=processes, checkpoint_bytes=checkpoint_bytes, peak_memory_mb=round(peak_memory_mb, 1),
             learning_rate=config.train.learning_rate, seed=config.train.seed, frozen_cache=dict(frozen_cache or {}),
             precision=precision.precision if precision else "", precision_reason=precision.reason if precision else "",
+            step_breakdown_ms=dict(step_breakdown_ms or {}),
         )
 
     @property

@@ -38,6 +38,18 @@ def _inside(folder: Path) -> str:
     return f" (it holds {', '.join(names[:3])}{', ...' if len(names) > 3 else ''})"
 
 
+def check_text_start(path: Path, size: int = 1 << 16) -> None:
+    """The checks read_text makes, on the first ``size`` bytes only (for files read in chunks)."""
+    with Path(path).open("rb") as handle:
+        raw = handle.read(size)
+    for magic, what in MAGIC.items():
+        if raw.startswith(magic):
+            raise DataError(f"{path}: expected UTF-8 text, but the file is {what}")
+    if b"\x00" in raw:
+        line = raw[: raw.index(b"\x00")].count(b"\n") + 1
+        raise DataError(f"{path}, line {line}: a NUL byte; the file looks binary, expected UTF-8 text")
+
+
 def read_text(path: Path) -> str:
     """The file's text; a UTF-8 byte-order mark (as Excel writes) is removed, not made part of a column name."""
     raw = Path(path).read_bytes()

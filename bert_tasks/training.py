@@ -33,6 +33,7 @@ from .metrics import greater_is_better
 from .optim import make_optimizer
 from .parameters import format_report, parameter_report
 from .progress import Progress
+from .step_timing import StepTimer, format_breakdown
 from .run_guard import claim_run_dir, clear_previous_run, remove_if_unused, remove_leftovers
 from .rundir import BEST_DIR, CHECKPOINTS_DIR, FROZEN_CACHE_FILE, PARAMETERS_FILE, SUMMARY_FILE, append_metrics, keep_metrics_until, load_trained, save_weights, weights_size, write_run_files
 from .runtime import make_accelerator, peak_memory_mb, precision_choice, same_on_every_process
@@ -154,8 +155,10 @@ class TrainingLoop:
         self.state = TrainerState()
         self.epoch_loader_rng = self.loader_generator.get_state()  # as the current epoch began
         self.evaluated_at = self.saved_at = -1
+        self.first_step = 0  # the step this process started at (a resumed run times only its own steps)
         self.running_loss, self.running_batches = torch.zeros((), device=accelerator.device), 0  # Shape: []
         self.progress: Optional[Progress] = None
+        self.timer = StepTimer(tc.step_breakdown, accelerator.device)
 
     @property
     def resumable(self) -> Resumable:
@@ -167,7 +170,7 @@ class TrainingLoop:
         self.epoch_loader_rng = self.loader_generator.get_state()
         loss = torch.tensor(values.get("running_loss", 0.0), dtype=torch.float32, device=self.accelerator.device)  # Shape: []
         self.running_loss, self.running_batches = loss, int(values.get("running_batches", 0))
-        self.evaluated_at = self.saved_at = self.state.global_step
+        self.evaluated_at = self.saved_at = self.first_step = self.state.global_step
         if self.main:
             keep_metrics_until(self.run_dir, self.state.global_step)
             write_run_files(self.run_dir, self.config, self.task.state_dict())
@@ -213,12 +216,15 @@ class TrainingLoop:
         loader = self.accelerator.skip_first_batches(self.train_loader, state.batches_in_epoch) if state.batches_in_epoch else self.train_loader
         self.train_mode()
         started = time.perf_counter()
+        self.timer.restart()
         for batch in loader:
+            self.timer.mark("data")
             self.train_micro_batch(batch)
             if not self.accelerator.sync_gradients:
                 continue
             state.global_step += 1
             self.log_training()
+            self.timer.mark("other")
             done = state.global_step >= self.total_steps
             due_eval = tc.eval_every != "epoch" and state.global_step % tc.eval_every == 0
             due_save = tc.save_every != "eval" and state.global_step % tc.save_every == 0
@@ -229,6 +235,7 @@ class TrainingLoop:
                     return True
                 self.train_mode()
                 started = time.perf_counter()
+                self.timer.restart()
         state.train_seconds += time.perf_counter() - started
         state.epoch += 1
         state.batches_in_epoch = 0
@@ -257,12 +264,17 @@ class TrainingLoop:
             if accelerator.num_processes > 1:
                 count = accelerator.reduce(count, reduction="sum") / accelerator.num_processes
             loss = (summed / count.clamp(min=1.0)).sum()  # Shape: []
+            self.timer.mark("forward")
             accelerator.backward(loss)
+            self.timer.mark("backward")
             if accelerator.sync_gradients and self.tc.max_grad_norm > 0:
                 accelerator.clip_grad_norm_(self.trainable_params, self.tc.max_grad_norm)
+            self.timer.mark("clip")
             self.optimizer.step()
             self.scheduler.step()
+            self.timer.mark("optimizer")
             self.optimizer.zero_grad(set_to_none=True)
+            self.timer.mark("zero_grad")
         self.running_loss += loss.detach().float()
         self.running_batches += 1
         state.samples_seen += self.sampler.rows_in_batch(state.batches_in_epoch)
@@ -335,9 +347,12 @@ def finish(config: RunConfig, accelerator: Accelerator, loop: TrainingLoop) -> R
     summary = RunSummary.create(
         config, strategy.describe(), loop.best_metric, loop.state, loop.trainable, loop.total, accelerator.num_processes,
         weights_size(run_dir), peak_memory_mb(accelerator.device), loop.frozen.record, loop.precision,
+        loop.timer.per_step_ms(loop.state.global_step - loop.first_step),
     )
     if accelerator.is_main_process:
         summary.save(run_dir)
+        if summary.step_breakdown_ms:
+            print(f"bert-tasks: {format_breakdown(summary.step_breakdown_ms)}", file=sys.stderr)
         task.adopt_evaluation(summary.eval)
         write_run_files(run_dir, config, task.state_dict())
         breakdown = task.report(summary.eval) if summary.eval else None
