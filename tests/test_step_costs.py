@@ -1,0 +1,57 @@
+"""What makes a CPU step cheaper or visible: freed large blocks kept for reuse (no page faults on the
+next step's buffers), and train.step_breakdown's per-phase times in the summary."""
+from __future__ import annotations
+
+import ctypes
+import platform
+import resource
+
+import pytest
+from conftest import tiny_recipe
+
+import bert_tasks
+from bert_tasks.config import load_config
+from bert_tasks.host_memory import keep_freed_blocks
+from bert_tasks.step_timing import PHASES, format_breakdown
+
+GLIBC = platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"
+
+
+def page_faults_of_a_fresh_64mb_block() -> int:
+    """Minor page faults while a newly allocated 64 MB block (above glibc's largest mmap threshold) is
+    written: what the allocator does with it is what keep_freed_blocks changes."""
+    libc = ctypes.CDLL("libc.so.6")
+    libc.malloc.restype, libc.malloc.argtypes = ctypes.c_void_p, [ctypes.c_size_t]
+    libc.free.argtypes = [ctypes.c_void_p]
+    libc.memset.restype, libc.memset.argtypes = ctypes.c_void_p, [ctypes.c_void_p, ctypes.c_int, ctypes.c_size_t]
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    block = libc.malloc(64 << 20)
+    libc.memset(block, 1, 64 << 20)
+    after = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    libc.free(block)
+    return after - before
+
+
+@pytest.mark.skipif(not GLIBC, reason="glibc's allocator only")
+def test_a_freed_large_buffer_is_reused_without_page_faults():
+    assert keep_freed_blocks() is True
+    page_faults_of_a_fresh_64mb_block()  # the first one faults its pages in
+    # 64 MB is 16,384 pages of 4 KB: a fresh mmap would fault (nearly) every one of them again
+    assert page_faults_of_a_fresh_64mb_block() < 1000
+
+
+def test_step_breakdown_times_every_phase_when_asked(tmp_path, tiny_checkpoint, capsys):
+    config = load_config(tiny_recipe(tiny_checkpoint, tmp_path, train={"step_breakdown": True}))
+    summary = bert_tasks.train(config)
+    times = summary.step_breakdown_ms
+    assert set(times) == set(PHASES)
+    assert times["forward"] > 0 and times["backward"] > 0 and times["optimizer"] > 0
+    assert all(value >= 0 for value in times.values())
+    assert bert_tasks.RunSummary.load(tmp_path / "run").step_breakdown_ms == times
+    assert format_breakdown(times) in capsys.readouterr().err
+    summary_when_off = bert_tasks.train(load_config(tiny_recipe(tiny_checkpoint, tmp_path / "off")))
+    assert summary_when_off.step_breakdown_ms == {}
+
+
+def test_format_breakdown_lists_the_largest_phase_first():
+    assert format_breakdown({"data": 1.0, "forward": 6.0, "backward": 3.0}) == "step 10.0 ms: forward 6.0 (60%), backward 3.0 (30%), data 1.0 (10%)"
