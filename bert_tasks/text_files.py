@@ -41,7 +41,10 @@ def _inside(folder: Path) -> str:
 def check_text_start(path: Path, size: int = 1 << 16) -> None:
     """The checks read_text makes, on the first ``size`` bytes only (for files read in chunks)."""
     with Path(path).open("rb") as handle:
-        raw = handle.read(size)
+        _check_not_binary(path, handle.read(size))
+
+
+def _check_not_binary(path: Path, raw: bytes) -> None:
     for magic, what in MAGIC.items():
         if raw.startswith(magic):
             raise DataError(f"{path}: expected UTF-8 text, but the file is {what}")
@@ -53,12 +56,7 @@ def check_text_start(path: Path, size: int = 1 << 16) -> None:
 def read_text(path: Path) -> str:
     """The file's text; a UTF-8 byte-order mark (as Excel writes) is removed, not made part of a column name."""
     raw = Path(path).read_bytes()
-    for magic, what in MAGIC.items():
-        if raw.startswith(magic):
-            raise DataError(f"{path}: expected UTF-8 text, but the file is {what}")
-    if b"\x00" in raw:
-        line = raw[: raw.index(b"\x00")].count(b"\n") + 1
-        raise DataError(f"{path}, line {line}: a NUL byte; the file looks binary, expected UTF-8 text")
+    _check_not_binary(path, raw)
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as error:
