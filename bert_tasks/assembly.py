@@ -9,6 +9,8 @@ from transformers import PretrainedConfig, PreTrainedTokenizerBase
 from .backbone import check_positions, load_backbone_config, load_tokenizer
 from .config import ModelConfig, RunConfig
 from .data import Split, load_split
+from .errors import DataError
+from .eval_sets import EvalSet, eval_sets
 from .model import TaskModel
 from .parameters import weights_hash
 from .registry import STRATEGIES, TASKS
@@ -75,14 +77,31 @@ def assemble(config: RunConfig) -> tuple[Assembly, dict[str, Split]]:
 
 
 def read_splits(config: RunConfig, names: tuple[str, ...] = ("train", "validation")) -> dict[str, Split]:
+    """The splits ``names`` asks for, keyed 'train', and for evaluation splits one key per set:
+    'validation' for a plain source, 'validation.matched' for each named set (``EvalSet.split_key``)."""
     data = config.data
     plain_text = TASKS.plugin_class(config.task.name).plain_text_files  # what a .txt file holds
-    limits = {"train": config.train.max_train_samples, "validation": config.train.max_eval_samples, "test": config.train.max_eval_samples}
     splits = {}
+    if "train" in names and data.train is not None:
+        split = load_split("train", data.train, data.dataset, data.dataset_config, data.tsv_quoting, data.conll_columns, plain_text)
+        splits["train"] = split.head(config.train.max_train_samples)
     for name in names:
-        source = getattr(data, name)
-        if source is None:
+        if name == "train":
             continue
-        split = load_split(name, source, data.dataset, data.dataset_config, data.tsv_quoting, data.conll_columns, plain_text)
-        splits[name] = split.head(limits.get(name))
+        for eval_set in eval_sets(data, name):
+            splits[eval_set.split_key] = read_eval_set(eval_set, plain_text).head(config.train.max_eval_samples)
     return splits
+
+
+def read_eval_set(eval_set: EvalSet, plain_text: bool = False) -> Split:
+    """One evaluation set, its columns renamed to the run's where the set says they differ."""
+    read = eval_set.read
+    split = load_split(eval_set.split_key, eval_set.source, read["dataset"], read["dataset_config"], read["tsv_quoting"], read["conll_columns"], plain_text)
+    if eval_set.renames:
+        present = split.dataset.column_names
+        for column, run_column in eval_set.renames.items():
+            if column not in present:
+                raise DataError(f"{split.origin}: missing column {column!r} (set by {eval_set.key}); the columns are {', '.join(present)}")
+        kept = [c for c in present if c not in eval_set.renames and c in eval_set.renames.values()]
+        split.dataset = split.dataset.remove_columns(kept).rename_columns(eval_set.renames)  # the set's own column wins
+    return split

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from .comparison import Cell, Comparison
+from .eval_sets import on_each_set
 from .metrics import greater_is_better
 from .rundir import SUMMARY_FILE, read_metrics
 from .summary import RunSummary
@@ -36,6 +37,7 @@ class StrategyResult:
     by_lr: dict[float, list[float]]
     runs: list[RunSummary]  # the runs at the best learning rate
     run_dirs: list[Path]
+    other_sets: tuple[str, ...] = ()  # the same metric on the run's other evaluation sets ('mismatched/accuracy', ...)
 
     @property
     def at_grid_edge(self) -> bool:
@@ -69,7 +71,13 @@ class StrategyResult:
             "frozen_cache": "/".join(sorted({r.frozen_cache.get("train", {}).get("how", "off") for r in runs})),
             "cache_build_seconds": round(statistics.fmean(r.cache_build_seconds for r in runs), 1),
             "uncached_train_seconds_estimate": round(statistics.fmean(uncached_seconds(r) for r in runs), 1),
+            **{metric: self.other_mean(metric) for metric in self.other_sets},
         }
+
+    def other_mean(self, metric: str) -> Optional[float]:
+        """Mean over seeds of ``metric`` (another set's) at the learning rate chosen on the report's metric."""
+        values = [r.eval[metric] for r in self.runs if isinstance(r.eval.get(metric), (int, float))]
+        return round(statistics.fmean(values), 4) if values else None
 
 
 def uncached_seconds(summary: RunSummary) -> float:
@@ -93,6 +101,8 @@ def collect(comparison: Comparison) -> tuple[str, list[StrategyResult]]:
     metric = comparison.config.metric
     name = metric or next((s.best_metric for runs in finished.values() for _, s, _ in runs), "metric")
     higher = greater_is_better(name)
+    set_names = next((s.eval_sets for runs in finished.values() for _, s, _ in runs), [])
+    others = tuple(m for m in on_each_set(name, set_names) if m != name)
     results = []
     for label, runs in finished.items():
         by_lr: dict[float, list[tuple[float, RunSummary, Path]]] = {}
@@ -107,21 +117,23 @@ def collect(comparison: Comparison) -> tuple[str, list[StrategyResult]]:
         results.append(StrategyResult(
             label, runs[0][0].family, name, best, [v for v, _, _ in chosen],
             {rate: [v for v, _, _ in entries] for rate, entries in sorted(by_lr.items())},
-            [s for _, s, _ in chosen], [d for _, _, d in chosen],
+            [s for _, s, _ in chosen], [d for _, _, d in chosen], others,
         ))
     return name, results
 
 
 def format_markdown_table(metric: str, results: list[StrategyResult]) -> str:
-    header = (f"| strategy | best lr | {metric} (mean ± std) | seeds | trainable | % | train s | samples/s | peak MB | size MB "
-              "| frozen cache | cache build s | train s without cache |")
-    lines = [header, "|" + "---|" * 13]
+    others = results[0].other_sets if results else ()
+    header = (f"| strategy | best lr | {metric} (mean ± std) | seeds | {''.join(f'{m} | ' for m in others)}trainable | % | train s | samples/s "
+              "| peak MB | size MB | frozen cache | cache build s | train s without cache |")
+    lines = [header, "|" + "---|" * (13 + len(others))]
     for result in results:
         row = result.row()
         edge = " (grid edge)" if result.at_grid_edge else ""
         lines.append(
             f"| {row['strategy']} | {row['best_lr']:g}{edge} | {row['metric_mean']:.4f} ± {row['metric_std']:.4f} | {row['seeds']} "
-            f"| {row['trainable_parameters']:,} | {row['trainable_percent']:.2f} | {row['train_seconds']:.1f} "
+            + "".join("| - " if row[m] is None else f"| {row[m]:.4f} " for m in others)
+            + f"| {row['trainable_parameters']:,} | {row['trainable_percent']:.2f} | {row['train_seconds']:.1f} "
             f"| {row['samples_per_second']:.1f} | {row['peak_memory_mb']:.0f} | {row['checkpoint_mb']:.2f} "
             f"| {row['frozen_cache']} | {row['cache_build_seconds']:.1f} | {row['uncached_train_seconds_estimate']:.1f} |"
         )
@@ -134,8 +146,8 @@ def cache_line(comparison: Comparison) -> str:
     summaries = [RunSummary.load(comparison.run_dir(c)) for c in comparison.cells if (comparison.run_dir(c) / SUMMARY_FILE).is_file()]
     with_cache = sum(s.train_seconds + s.cache_build_seconds for s in summaries)
     without = sum(uncached_seconds(s) for s in summaries)
-    built = sum(s.frozen_cache.get(split, {}).get("how") == "built" for s in summaries for split in ("train", "validation"))
-    reused = sum(s.frozen_cache.get(split, {}).get("how") == "reused" for s in summaries for split in ("train", "validation"))
+    built = sum(store["how"] == "built" for s in summaries for store in s.frozen_stores)
+    reused = sum(store["how"] == "reused" for s in summaries for store in s.frozen_stores)
     return (f"Frozen-work cache: {built} stores built, {reused} reused by other cells. Training time of all cells: {with_cache:,.0f} s with the "
             f"cache (builds included), {without:,.0f} s without it (estimated: one more frozen pass per epoch per cached cell)"
             + (f", {without / with_cache:.2f}x." if with_cache > 0 else "."))
@@ -149,7 +161,7 @@ def write_report(comparison: Comparison) -> Optional[str]:
     if not results:
         return None
     with (root / "report.csv").open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(REPORT_COLUMNS))
+        writer = csv.DictWriter(handle, fieldnames=[*REPORT_COLUMNS, *results[0].other_sets])
         writer.writeheader()
         writer.writerows(result.row() for result in results)
     report = {

@@ -19,6 +19,7 @@ from typing import Any, Literal, Optional, Union
 import yaml
 
 from .errors import ConfigError
+from .eval_sets import eval_sets
 from .ranges import check_range
 from .registry import STRATEGIES, TASKS, import_plugins
 from .text_files import read_text
@@ -41,13 +42,19 @@ class DataConfig:
     dataset: Optional[str] = None  # Hub data set (e.g. 'glue'), 'demo' for the embedded one, None for local files
     dataset_config: Optional[str] = None  # Hub config name (e.g. 'sst2')
     train: str = "train"  # Hub split name, or a local csv/tsv/json/jsonl/parquet file
-    validation: Optional[str] = "validation"  # as train; None skips evaluation
-    test: Optional[str] = None  # as train; used by `bert-tasks evaluate --split test`
+    # as train; None skips evaluation. A mapping of names to sources scores several sets (eval_sets.py):
+    # {matched: validation_matched, mismatched: {source: mm.tsv, label_column: gold}} -> matched/accuracy, ...
+    validation: Union[None, str, dict[str, Any]] = "validation"
+    test: Union[None, str, dict[str, Any]] = None  # as validation; used by `bert-tasks evaluate --split test` and suites
     text_column: str = "sentence"
     text_pair_column: Optional[str] = None  # set for sentence-pair tasks ([CLS] A [SEP] B [SEP])
     label_column: str = "label"
     tsv_quoting: bool = False  # False: tabs split fields and quotes are text (GLUE TSVs need this)
     conll_columns: Optional[list[str]] = None  # names of CoNLL file columns; None: tokens pos_tags chunk_tags ner_tags (4 columns), tokens tags (2)
+
+    def validate(self) -> None:
+        for split in ("validation", "test"):
+            eval_sets(self, split)  # a bad set name or key fails here, naming it
 
 
 @dataclass(frozen=True)

@@ -11,11 +11,13 @@ from torch.utils.data import DataLoader
 
 from .assembly import read_splits
 from .batching import EncodedDataset, LengthGroupedBatches
-from .config import with_overrides
+from .config import RunConfig, with_overrides
 from .devices import resolve_device
 from .errors import BertTasksError
+from .eval_sets import EvalSet, eval_sets, results_of, with_prefix
 from .frozen.plan import attach
 from .frozen.store import FrozenStore
+from .registry import TASKS
 from .rundir import load_run_config, open_run
 from .runtime import make_accelerator
 from .tasks.base import PAD_OUTPUT, Task
@@ -64,24 +66,56 @@ def evaluate(accelerator: Accelerator, model: torch.nn.Module, loader: DataLoade
 
 
 def evaluate_run(run_dir: Path, overrides: tuple[str, ...] = (), split: str = "validation", device: str = "auto") -> tuple[dict[str, float], Optional[str]]:
-    """Metrics of a finished run's best model on one split (data.* overrides allowed), and the task's breakdown table.
+    """Metrics of a finished run's best model on one split's sets (data.* overrides allowed; named sets give
+    'name/metric' keys), and the task's breakdown tables. What the run tuned (e.g. QA's no-answer threshold)
+    is applied as saved; ``task.<key>`` overrides change the task's decoding-time keys (``Task.decoding_keys``).
     ``device``: auto (a GPU when there is one), cpu, cuda, cuda:N or mps."""
-    bad = [o for o in overrides if not o.startswith(("data.", "train.max_eval_samples", "train.eval_batch_size", "train.mixed_precision"))]
-    if bad:
-        raise BertTasksError(f"override {bad[0]!r}: evaluate accepts data.*, train.eval_batch_size, train.max_eval_samples and train.mixed_precision")
-    config = with_overrides(load_run_config(Path(run_dir)), overrides)
-    if getattr(config.data, split, None) is None:
+    saved = load_run_config(Path(run_dir))
+    config = with_overrides(saved, check_evaluate_overrides(saved, overrides))
+    sets = eval_sets(config.data, split) if split != "train" else [EvalSet("train", None, config.data.train)]
+    if not sets:
         raise BertTasksError(f"data.{split}: not set for this run; give data.{split}=PATH")
     chosen = resolve_device(device)  # the run's own train.cpu (how it trained) does not decide where it evaluates
     config = with_overrides(config, [f"train.cpu={str(chosen.type == 'cpu').lower()}"])
     if chosen.type == "cuda" and device.strip().lower().startswith("cuda:"):
         torch.cuda.set_device(chosen)  # Accelerate's single-process "cuda" is the current device
-    rows = read_splits(config, (split,))[split]  # a bad file fails before the weights load
+    splits = read_splits(config, (split,))  # a bad file fails before the weights load
     run = open_run(Path(run_dir), config)  # config, tokenizer and task: no weights yet
-    data = run.task.encode(rows)  # so do bad rows (an unknown label, a bad span, ...)
+    encoded = [(eval_set, run.task.encode(splits[eval_set.split_key])) for eval_set in sets]  # so do bad rows (an unknown label, a bad span, ...)
     assembly = run.load_model()
     accelerator = make_accelerator(config.train)
-    loader = eval_loader(data, assembly.task, config.train.eval_batch_size)
-    model, loader = accelerator.prepare(assembly.model, loader)
-    results = evaluate(accelerator, model, loader, assembly.task, data)
-    return results, assembly.task.report(results)
+    model = accelerator.prepare(assembly.model)
+    results: dict[str, float] = {}
+    for eval_set, data in encoded:
+        loader = accelerator.prepare(eval_loader(data, assembly.task, config.train.eval_batch_size))
+        results.update(with_prefix(evaluate(accelerator, model, loader, assembly.task, data), eval_set))
+    return results, task_reports(assembly.task, results, [s.name for s in sets if s.name])
+
+
+EVALUATE_KEYS = ("data.", "train.max_eval_samples", "train.eval_batch_size", "train.mixed_precision")
+
+
+def check_evaluate_overrides(config: RunConfig, overrides: tuple[str, ...]) -> tuple[str, ...]:
+    """Evaluation may change where data comes from and how it is batched, and a task's decoding-time keys;
+    nothing that would need training again."""
+    allowed_task = {f"task.{key}" for key in TASKS.plugin_class(config.task.name).decoding_keys}
+    for item in overrides:
+        key = item.partition("=")[0].strip()
+        if not (key.startswith(EVALUATE_KEYS) or key in allowed_task):
+            extra = f", {', '.join(sorted(allowed_task))}" if allowed_task else ""
+            raise BertTasksError(f"override {item!r}: evaluate accepts data.*, train.eval_batch_size, train.max_eval_samples, train.mixed_precision{extra}")
+    return overrides
+
+
+def task_reports(task: Task, results: dict[str, float], set_names: list[str]) -> Optional[str]:
+    """The task's breakdown table of each evaluation set, headed by the set's name when there are several."""
+    if not results:
+        return None
+    if not set_names:
+        return task.report(results)
+    tables = []
+    for name in set_names:
+        table = task.report(results_of(results, f"{name}/", set_names))
+        if table:
+            tables.append(f"{name}:\n{table}")
+    return "\n\n".join(tables) or None

@@ -2,11 +2,14 @@
 was trained, how, how well, and how to load it."""
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import yaml
 
 from .config import RunConfig
+from .data import is_local_file
+from .eval_sets import EvalSet, eval_sets, results_of
 from .summary import RunSummary
 
 DEFAULT_BASE_MODEL = "sentence-transformers/all-MiniLM-L6-v2"  # what model.checkpoint=default is
@@ -28,7 +31,6 @@ def dataset_name(config: RunConfig) -> str:
 def metadata(config: RunConfig, summary: RunSummary, export: dict[str, Any], name: str, license: str) -> dict[str, Any]:
     """The YAML block the Hub reads: license, base model, data, metrics, pipeline, model-index."""
     pipeline_tag = export.get("pipeline_tag")
-    results = [{"type": key, "name": key, "value": float(value)} for key, value in summary.eval.items() if isinstance(value, (int, float))]
     data = config.data
     meta: dict[str, Any] = {
         "license": license,
@@ -36,20 +38,36 @@ def metadata(config: RunConfig, summary: RunSummary, export: dict[str, Any], nam
         "library_name": "transformers" if export["format"] == "transformers" else "bert_tasks",
         "pipeline_tag": pipeline_tag,
         "tags": ["bert_tasks", config.task.name, config.strategy.name],
-        "metrics": [key for key in summary.eval if key != "loss"],
+        "metrics": list(dict.fromkeys(key for _, metrics in results_by_set(config, summary) for key in metrics if key != "loss")),
     }
     if data.dataset and data.dataset != "demo":
         meta["datasets"] = [data.dataset]
-    meta["model-index"] = [{
-        "name": name,
-        "results": [{
-            "task": {"type": pipeline_tag, "name": pipeline_tag.replace("-", " ").title() if pipeline_tag else config.task.name},
-            "dataset": {"name": dataset_name(config), "type": data.dataset or "local",
-                        **({"config": data.dataset_config} if data.dataset_config else {}), "split": str(data.validation)},
-            "metrics": results,
-        }],
-    }]
+    task = {"type": pipeline_tag, "name": pipeline_tag.replace("-", " ").title() if pipeline_tag else config.task.name}
+    meta["model-index"] = [{"name": name, "results": [
+        {"task": task, "dataset": dataset_entry(config, eval_set), "metrics": [{"type": key, "name": key, "value": float(value)} for key, value in metrics.items()]}
+        for eval_set, metrics in results_by_set(config, summary)
+    ]}]
     return meta
+
+
+def dataset_entry(config: RunConfig, eval_set: EvalSet) -> dict[str, Any]:
+    """The model-index 'dataset' of one evaluation set: its Hub data set and config, or a local file."""
+    dataset, dataset_config = eval_set.read.get("dataset"), eval_set.read.get("dataset_config")
+    if dataset and dataset != "demo" and not is_local_file(eval_set.source):
+        return {"name": dataset + (f" ({dataset_config})" if dataset_config else ""), "type": dataset, "split": eval_set.source,
+                **({"config": dataset_config} if dataset_config else {})}
+    name = dataset_name(config) if eval_set.name is None else f"{eval_set.name} ({Path(eval_set.source).name})"
+    return {"name": name, "type": "local", "split": eval_set.source}
+
+
+def results_by_set(config: RunConfig, summary: RunSummary) -> list[tuple[EvalSet, dict[str, float]]]:
+    """Each evaluation set with its numeric metrics under their plain names (one model-index result each)."""
+    sets = eval_sets(config.data) or [EvalSet("validation", None, "-")]
+    out = []
+    for eval_set in sets:
+        metrics = results_of(summary.eval, eval_set.metric(""), summary.eval_sets) if eval_set.name else summary.eval
+        out.append((eval_set, {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}))
+    return out
 
 
 def _usage(task: Any, export: dict[str, Any], name: str) -> str:
@@ -74,7 +92,8 @@ def model_card(config: RunConfig, summary: RunSummary, export: dict[str, Any], n
     """The README.md of a published folder; ``task`` (the run's Task) says how its stock export loads."""
     meta = metadata(config, summary, export, name, license)
     train = config.train
-    rows = "\n".join(f"| {key} | {value:.4f} |" for key, value in summary.eval.items() if isinstance(value, (int, float)))
+    rows = "\n".join(f"| {eval_set.label} | {key} | {value:.4f} |" for eval_set, metrics in results_by_set(config, summary) for key, value in metrics.items())
+    split_names = ", ".join(f"`{s.label}` ({s.source})" if s.name else f"`{s.source}`" for s in eval_sets(config.data))
     hyper = {
         "learning rate": train.learning_rate, "batch size": train.batch_size, "epochs": train.epochs, "warmup ratio": train.warmup_ratio,
         "weight decay": train.weight_decay, "seed": train.seed, "precision": summary.precision or train.mixed_precision, "steps": summary.steps,
@@ -89,10 +108,10 @@ Export format: `{export['format']}` ({export['reason']}).
 
 ## Results
 
-Evaluated on {dataset_name(config)}, split `{config.data.validation}`; best checkpoint by `{summary.best_metric}` (step {summary.best_step}).
+Evaluated on {dataset_name(config)}, {'sets' if summary.eval_sets else 'split'} {split_names or '-'}; best checkpoint by `{summary.best_metric}` (step {summary.best_step}).
 
-| metric | value |
-|---|---|
+| set | metric | value |
+|---|---|---|
 {rows}
 
 ## Training

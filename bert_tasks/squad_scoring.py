@@ -56,9 +56,11 @@ def _best_threshold(scores: list[float], null_diffs: list[float], answerable: li
     """The v2.0 script's search: answering "" whenever null_diff > threshold, which threshold
     maximises the total score? ``scores``: each question's score when answered with its best
     span. Starts from all-empty answers (right for every unanswerable question) and switches
-    questions to their span in order of null_diff. Returns (best score in percent, threshold)."""
+    questions to their span in order of null_diff. Returns (best score in percent, threshold).
+    When all-empty answers score best, the threshold lies below every null_diff, so applying it
+    gives that score (the official script returns 0.0 there, which does not)."""
     current = best = float(sum(not has for has in answerable))
-    threshold = 0.0
+    threshold = min(null_diffs) - 1.0 if null_diffs else 0.0
     for index in sorted(range(len(scores)), key=lambda i: null_diffs[i]):
         # from here on this question is answered with its best span instead of ""
         if answerable[index]:

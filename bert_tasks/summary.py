@@ -8,6 +8,7 @@ from typing import Any, Optional
 
 from .atomic_files import write_json
 from .config import RunConfig
+from .eval_sets import eval_sets, on_each_set
 
 
 @dataclass
@@ -33,6 +34,7 @@ class RunSummary:
     precision: str = ""  # what ran: no | bf16 | fp16 (train.mixed_precision=auto resolved on this machine)
     precision_reason: str = ""
     step_breakdown_ms: dict[str, float] = field(default_factory=dict)  # train.step_breakdown=true: ms per optimiser step per phase
+    eval_sets: list[str] = field(default_factory=list)  # names of the evaluation sets (metrics 'name/metric'); empty: one unnamed set
 
     @classmethod
     def create(
@@ -49,13 +51,18 @@ class RunSummary:
             steps=state.global_step, processes=processes, checkpoint_bytes=checkpoint_bytes, peak_memory_mb=round(peak_memory_mb, 1),
             learning_rate=config.train.learning_rate, seed=config.train.seed, frozen_cache=dict(frozen_cache or {}),
             precision=precision.precision if precision else "", precision_reason=precision.reason if precision else "",
-            step_breakdown_ms=dict(step_breakdown_ms or {}),
+            step_breakdown_ms=dict(step_breakdown_ms or {}), eval_sets=[s.name for s in eval_sets(config.data) if s.name],
         )
 
     @property
     def cache_build_seconds(self) -> float:
         """Seconds spent computing frozen stores in this run (0 when they were reused or not used)."""
-        return sum(float(self.frozen_cache.get(split, {}).get("build_seconds", 0.0)) for split in ("train", "validation"))
+        return sum(float(store.get("build_seconds", 0.0)) for store in self.frozen_stores)
+
+    @property
+    def frozen_stores(self) -> list[dict[str, Any]]:
+        """The records of this run's frozen-cache stores: training data and each evaluation set."""
+        return [value for value in self.frozen_cache.values() if isinstance(value, dict) and "how" in value]
 
     @property
     def trainable_percent(self) -> float:
@@ -77,11 +84,13 @@ class RunSummary:
 
 def format_table(summaries: list[RunSummary]) -> str:
     """A plain-text table: one row per run."""
-    header = ["run", "strategy", "metric", "value", "trainable", "% of total", "train s", "samples/s", "peak MB", "size MB"]
+    others = [m for m in dict.fromkeys(m for s in summaries for m in on_each_set(s.best_metric, s.eval_sets)) if m not in {s.best_metric for s in summaries}]
+    header = ["run", "strategy", "metric", "value", *others, "trainable", "% of total", "train s", "samples/s", "peak MB", "size MB"]
     rows = [
         [
             Path(s.run_dir).name, s.strategy, s.best_metric,
             "-" if s.best_value is None else f"{s.best_value:.4f}",
+            *(f"{s.eval[m]:.4f}" if isinstance(s.eval.get(m), (int, float)) else "-" for m in others),
             f"{s.trainable_parameters:,}", f"{s.trainable_percent:.2f}%", f"{s.train_seconds:.1f}", f"{s.train_samples_per_second:.1f}",
             f"{s.peak_memory_mb:.0f}", f"{s.checkpoint_bytes / 1e6:.2f}",
         ]

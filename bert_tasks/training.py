@@ -27,7 +27,8 @@ from .batching import EncodedDataset, LengthGroupedBatches
 from .checkpointing import Resumable, TrainerState, find_resumable, load_checkpoint, save_checkpoint, step_folders, step_name
 from .config import RunConfig, TrainConfig
 from .errors import BertTasksError, ConfigError
-from .evaluation import eval_loader, evaluate
+from .eval_sets import EvalSet, eval_sets, headline, resolve_best_metric, results_of, with_prefix
+from .evaluation import eval_loader, evaluate, task_reports
 from .frozen.plan import attach, plan_frozen
 from .metrics import greater_is_better
 from .optim import make_optimizer
@@ -113,15 +114,14 @@ def check_batch_sizes(tc: TrainConfig, accelerator: Accelerator) -> None:
         raise ConfigError(f"train.batch_size={tc.batch_size} and eval_batch_size={tc.eval_batch_size} must divide by the {accelerator.num_processes} processes")
 
 
-def read_and_check_data(config: RunConfig) -> tuple[Task, EncodedDataset, Optional[EncodedDataset], str]:
-    """Task fitted on the training data, both splits encoded (bad rows fail here, before any
-    weights load), and the metric that picks the best evaluation."""
+def read_and_check_data(config: RunConfig) -> tuple[Task, EncodedDataset, list[tuple[EvalSet, EncodedDataset]], str]:
+    """Task fitted on the training data, the training data and every evaluation set encoded (bad
+    rows fail here, before any weights load), and the metric that picks the best evaluation."""
     task, splits = prepare_task(config)
     train_data = task.encode(splits["train"])
-    eval_data = task.encode(splits["validation"]) if "validation" in splits else None
-    best_metric = config.train.best_metric or task.metric_names[0]
-    if best_metric not in (*task.metric_names, "loss"):
-        raise ConfigError(f"train.best_metric={best_metric!r}: the task reports {', '.join(task.metric_names)}, loss")
+    sets = eval_sets(config.data)
+    eval_data = [(eval_set, task.encode(splits[eval_set.split_key])) for eval_set in sets]
+    best_metric = resolve_best_metric(config.train.best_metric, sets, task.metric_names)
     return task, train_data, eval_data, best_metric
 
 
@@ -129,7 +129,7 @@ class TrainingLoop:
     """The prepared pieces of one training and the loop over them."""
 
     def __init__(self, config: RunConfig, accelerator: Accelerator, assembly: Assembly,
-                 train_data: EncodedDataset, eval_data: Optional[EncodedDataset], best_metric: str) -> None:
+                 train_data: EncodedDataset, eval_data: list[tuple[EvalSet, EncodedDataset]], best_metric: str) -> None:
         tc = self.tc = config.train
         self.config, self.accelerator, self.assembly, self.task = config, accelerator, assembly, assembly.task
         self.run_dir, self.main = config.run_dir, accelerator.is_main_process
@@ -140,16 +140,16 @@ class TrainingLoop:
         # dropout masks after a resume (the iterator is re-created mid-epoch). Saved with checkpoints.
         self.loader_generator = torch.Generator().manual_seed(tc.seed)
         train_loader = DataLoader(train_data, batch_sampler=self.sampler, collate_fn=self.task.collate, num_workers=tc.num_workers, generator=self.loader_generator)
-        loaders = [train_loader] + ([eval_loader(eval_data, self.task, tc.eval_batch_size, tc.num_workers)] if eval_data else [])
+        loaders = [train_loader] + [eval_loader(data, self.task, tc.eval_batch_size, tc.num_workers) for _, data in eval_data]
         self.steps_per_epoch = math.ceil(len(self.sampler) / tc.gradient_accumulation_steps)
         self.total_steps = max(1, math.ceil(self.steps_per_epoch * tc.epochs))
         optimizer = make_optimizer(assembly.model, tc)
         scheduler = get_linear_schedule_with_warmup(optimizer, tc.warmup_steps or math.ceil(tc.warmup_ratio * self.total_steps), self.total_steps)
         self.model, self.optimizer, self.scheduler, *loaders = accelerator.prepare(assembly.model, optimizer, scheduler, *loaders)
-        self.train_loader, self.eval_loader = loaders[0], (loaders[1] if eval_data else None)
+        self.train_loader, self.eval_loaders = loaders[0], loaders[1:]
         self.trainable_params = [p for p in self.model.parameters() if p.requires_grad]
         network = accelerator.unwrap_model(self.model)
-        self.frozen = plan_frozen(tc, accelerator, network, self.task, assembly.strategy, train_data, eval_data)
+        self.frozen = plan_frozen(tc, accelerator, network, self.task, assembly.strategy, train_data, [(s.split_key, data) for s, data in eval_data])
         network.frozen_cut = self.frozen.cut if self.frozen.cached else None
         self.frozen_modules = self.frozen.frozen_modules(network)
         self.state = TrainerState()
@@ -200,7 +200,7 @@ class TrainingLoop:
         while not stop:
             stop = self.train_epoch()
         self.progress.close()
-        if self.eval_loader is None and self.main:
+        if not self.eval_loaders and self.main:
             save_weights(self.run_dir / BEST_DIR, self.assembly, self.accelerator.unwrap_model(self.model))
         if self.saved_at != state.global_step:
             state.finished = True
@@ -307,10 +307,13 @@ class TrainingLoop:
 
     def evaluate(self) -> bool:
         """Evaluate, keep the best weights; True when early stopping says stop."""
-        if self.eval_loader is None:
+        if not self.eval_loaders:
             return False
         state, accelerator = self.state, self.accelerator
-        results = evaluate(accelerator, self.model, self.eval_loader, self.task, self.eval_data, self.frozen.validation)
+        results: dict[str, float] = {}
+        for (eval_set, data), loader in zip(self.eval_data, self.eval_loaders):
+            scores = evaluate(accelerator, self.model, loader, self.task, data, self.frozen.evaluation.get(eval_set.split_key))
+            results.update(with_prefix(scores, eval_set))
         value = results[self.best_metric]
         better = state.best_value is None or (value > state.best_value if greater_is_better(self.best_metric) else value < state.best_value)
         if better:
@@ -324,7 +327,7 @@ class TrainingLoop:
                   "train_seconds": round(state.train_seconds, 3), **results}
         if self.main:
             append_metrics(self.run_dir, record)
-            shown = {k: v for k, v in record.items() if "/" not in k and k != "train_seconds"}  # breakdowns stay in metrics.jsonl
+            shown = {k: v for k, v in headline(record, [s for s, _ in self.eval_data]).items() if k != "train_seconds"}  # breakdowns stay in metrics.jsonl
             self.progress.note(" ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in shown.items()))
         accelerator.log({f"eval/{k}": v for k, v in results.items()}, step=state.global_step)
         accelerator.wait_for_everyone()
@@ -353,9 +356,9 @@ def finish(config: RunConfig, accelerator: Accelerator, loop: TrainingLoop) -> R
         summary.save(run_dir)
         if summary.step_breakdown_ms:
             print(f"bert-tasks: {format_breakdown(summary.step_breakdown_ms)}", file=sys.stderr)
-        task.adopt_evaluation(summary.eval)
+        task.adopt_evaluation(results_of(summary.eval, summary.best_metric, summary.eval_sets))  # what the set picking the best tuned
         write_run_files(run_dir, config, task.state_dict())
-        breakdown = task.report(summary.eval) if summary.eval else None
+        breakdown = task_reports(task, summary.eval, summary.eval_sets)
         if breakdown:
             print(breakdown)
         if type(strategy).write_artifacts is not Strategy.write_artifacts:  # plots of the best weights
@@ -363,3 +366,4 @@ def finish(config: RunConfig, accelerator: Accelerator, loop: TrainingLoop) -> R
             best.strategy.write_artifacts(best.model, run_dir)
     accelerator.end_training()
     return summary
+

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sys
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 import torch
 from accelerate import Accelerator
@@ -39,7 +39,7 @@ class FrozenPlan:
     cut: Optional[FrozenCut] = None
     eval_mode: bool = False
     train: Optional[FrozenStore] = None
-    validation: Optional[FrozenStore] = None
+    evaluation: dict[str, FrozenStore] = field(default_factory=dict)  # per evaluation set, by its split key ('validation', 'validation.matched')
     record: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -86,7 +86,7 @@ def why_not_cached(model: TaskModel, task: Task, strategy: Strategy, cut: Frozen
 
 
 def plan_frozen(tc: TrainConfig, accelerator: Accelerator, model: TaskModel, task: Task, strategy: Strategy,
-                train_data: EncodedDataset, eval_data: Optional[EncodedDataset]) -> FrozenPlan:
+                train_data: EncodedDataset, eval_data: Sequence[tuple[str, EncodedDataset]] = ()) -> FrozenPlan:
     """Decide, and build or find the stores (on every process, after ``accelerator.prepare``)."""
     cut = find_cut(model, strategy)
     plan = FrozenPlan(cut=cut, eval_mode=cut is not None and tc.frozen_dropout is False)
@@ -129,8 +129,8 @@ def plan_frozen(tc: TrainConfig, accelerator: Accelerator, model: TaskModel, tas
     builder = StoreBuilder(accelerator, model.encoder, cut, task.collate, head_inputs, settings)
     plan.eval_mode = True
     plan.train, plan.record["train"] = builder.obtain("train", train_data, rows=train_rows)  # fingerprinted once, above
-    if eval_data is not None:
-        plan.validation, plan.record["validation"] = builder.obtain("validation", eval_data)
+    for split, data in eval_data:
+        plan.evaluation[split], plan.record[split] = builder.obtain(split, data)
     plan.record.update(cached=True, dtype=dtype_name(settings.dtype), compute_dtype=dtype_name(compute_dtype), root=str(settings.root))
     if accelerator.is_main_process:
         print(f"bert-tasks: frozen cache on: {cut.describe()}; the trainable part runs on stored states", file=sys.stderr)

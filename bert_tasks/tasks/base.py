@@ -69,6 +69,9 @@ class Task(ABC):
     # False when a row's encoder input changes from epoch to epoch (e.g. fresh masks each epoch): the
     # output of a frozen encoder part then cannot be computed once and reused (``train.cache_frozen``).
     fixed_inputs: bool = True
+    # Task config keys that only change how outputs become answers (a threshold, a beam width): `bert-tasks
+    # evaluate RUN task.KEY=VALUE` may change them on a trained run; any other task key would need training again.
+    decoding_keys: tuple[str, ...] = ()
 
     def __init__(self, config: Any, data: DataConfig, tokenizer: PreTrainedTokenizerBase) -> None:
         self.config = config

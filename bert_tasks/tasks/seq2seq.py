@@ -81,6 +81,7 @@ class Seq2SeqConfig:
 class Seq2Seq(Task):
     outputs_vary_in_length = True  # generated token ids
     pipeline_tag = "text2text-generation"
+    decoding_keys = ("num_beams", "max_new_tokens", "min_new_tokens", "length_penalty", "no_repeat_ngram_size")
 
     def __init__(self, config: Seq2SeqConfig, data: Any, tokenizer: PreTrainedTokenizerBase) -> None:
         super().__init__(config, data, tokenizer)

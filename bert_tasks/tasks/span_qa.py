@@ -81,6 +81,7 @@ class SpanQA(Task):
     outputs_per_token = True
     pipeline_tag = "question-answering"
     stock_class = AutoModelForQuestionAnswering
+    decoding_keys = ("null_threshold", "n_best", "max_answer_length")
 
     def __init__(self, config: SpanQAConfig, data: Any, tokenizer: PreTrainedTokenizerBase) -> None:
         super().__init__(config, data, tokenizer)
@@ -103,7 +104,9 @@ class SpanQA(Task):
         return {"version_2": self.config.version_2, "null_threshold": self.null_threshold}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.null_threshold = float(state.get("null_threshold", 0.0))
+        """The threshold the run tuned, unless this task's config gives one (``evaluate RUN task.null_threshold=X``)."""
+        if self.config.null_threshold is None:
+            self.null_threshold = float(state.get("null_threshold", 0.0))
 
     def adopt_evaluation(self, results: dict[str, float]) -> None:
         """v2.0 without a fixed threshold: keep the one that maximised F1 on the evaluation set."""
@@ -239,6 +242,13 @@ class SpanQA(Task):
         if not self.config.version_2:
             return squad_scoring.squad_v1([d["answer"] for d in decoded], golds)
         return squad_scoring.squad_v2([d["answer"] for d in decoded], golds, [d["null_diff"] for d in decoded], [d["span"] for d in decoded])
+
+    def report(self, results: dict[str, float]) -> Optional[str]:
+        """v2.0: the no-answer threshold the scores used, and the one this set's scores would pick."""
+        if not self.config.version_2 or "best_f1_thresh" not in results:
+            return None
+        return (f"no-answer threshold applied: {self.null_threshold:.4f} (f1 {results['f1']:.2f}); best on this set: "
+                f"{results['best_f1_thresh']:.4f} (best_f1 {results['best_f1']:.2f}; apply it with task.null_threshold=...)")
 
     def format_predictions(self, outputs: list[np.ndarray], data: EncodedDataset) -> list[dict[str, Any]]:
         answers = []
