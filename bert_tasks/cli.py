@@ -1,4 +1,4 @@
-"""bert-tasks train | evaluate | predict | compare | publish | inspect | recipes | report | cache.
+"""bert-tasks train | evaluate | predict | compare | suite | publish | inspect | recipes | report | cache.
 
 Errors in the user's input print as one line on stderr with exit status 2.
 """
@@ -50,6 +50,13 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     predictor = load(args.run_dir, device=args.device, precision=args.precision)  # config, tokenizer and task; the weights load once the input is checked
     count = predictor.predict_file_to(Path(args.input), Path(args.output), args.batch_size, columns)
     print(f"{count} predictions written to {args.output}")
+    return 0
+
+
+def _cmd_suite(args: argparse.Namespace) -> int:
+    from .suite import run
+
+    run(args.suite, args.overrides)
     return 0
 
 
@@ -169,6 +176,11 @@ def build_parser() -> argparse.ArgumentParser:
     inspect = commands.add_parser("inspect", help="parameters by group and learned values (e.g. layer weights) of a run")
     inspect.add_argument("run_dir")
     inspect.set_defaults(run=_cmd_inspect)
+
+    suite = commands.add_parser("suite", help="a benchmark's tasks, table and submission files: bert-tasks suite glue [key=value ...]")
+    suite.add_argument("suite", help="a bundled suite (glue) or a suite recipe file")
+    suite.add_argument("overrides", nargs="*", help="suite.* options and recipe keys for every task, e.g. suite.data_dir=DIR suite.max_train_samples=2000 train.epochs=1")
+    suite.set_defaults(run=_cmd_suite)
 
     report = commands.add_parser("report", help="a table of finished runs: bert-tasks report RUN_DIR [RUN_DIR ...]")
     report.add_argument("run_dirs", nargs="+")

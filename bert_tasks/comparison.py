@@ -34,7 +34,7 @@ from typing import Any, Callable, Iterator, Optional
 
 import yaml
 
-from .config import build_dataclass, check_run_name, config_from_dict, deep_copy_tree, load_recipe_tree, parse_overrides, set_dotted
+from .config import build_dataclass, check_run_name, config_from_dict, deep_copy_tree, load_recipe_tree, merge_trees, parse_overrides, set_dotted
 from .errors import BertTasksError, ConfigError
 from .registry import STRATEGIES
 from .rundir import CHECKPOINTS_DIR, SUMMARY_FILE
@@ -94,7 +94,7 @@ def load_comparison(recipe: str | Path, overrides: list[str] | tuple[str, ...] =
     base = tree.pop("base", None)
     if base is not None:
         base_tree, _ = load_recipe_tree(str(base))
-        tree = _merge(base_tree, tree)
+        tree = merge_trees(base_tree, tree)
     for key, value in parse_overrides(list(overrides)):  # after the merge, so they win over base and recipe
         set_dotted(tree, key, value)
     compare = build_dataclass(CompareConfig, tree.pop("compare", None) or {}, "compare")
@@ -118,13 +118,6 @@ def load_comparison(recipe: str | Path, overrides: list[str] | tuple[str, ...] =
     output = config_from_dict({**deep_copy_tree(tree), "strategy": cells[0].strategy}, recipe=name).output
     root = Path(output.dir) / (compare.name or name)
     return Comparison(tree, compare, cells, root)
-
-
-def _merge(base: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
-    out = deep_copy_tree(base)
-    for key, value in changes.items():
-        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else deep_copy_tree(value)
-    return out
 
 
 def cell_tree(comparison: Comparison, cell: Cell) -> dict[str, Any]:

@@ -372,6 +372,14 @@ def deep_copy_tree(tree: Any) -> Any:
     return tree
 
 
+def merge_trees(base: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
+    """``base`` with ``changes`` applied section by section (a mapping merges into a mapping; anything else replaces)."""
+    out = deep_copy_tree(base)
+    for key, value in changes.items():
+        out[key] = merge_trees(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else deep_copy_tree(value)
+    return out
+
+
 def recipes_dir() -> Path:
     """The bundled recipes: package data inside bert_tasks, so a wheel install has them too."""
     root = resources.files("bert_tasks").joinpath("recipes")

@@ -97,13 +97,17 @@ class Split:
 def is_local_file(value: str) -> bool:
     match = ROW_RANGE.match(value)
     value = match.group("path") if match else value
-    return Path(value).suffix.lower() in LOCAL_SUFFIXES or Path(value).is_file()
+    return Path(value).suffix.lower() in LOCAL_SUFFIXES or Path(value).is_file() or Path(value).is_dir()
 
 
 def _read_local(name: str, source: str, tsv_quoting: bool, conll_columns: Optional[Sequence[str]], plain_text: bool = False) -> Split:
     """A local file, or a row range of one: ``dev.json[:8582]``, ``dev.json[8582:]``."""
     match = ROW_RANGE.match(source)
-    split = read_file(name, Path(match.group("path") if match else source), tsv_quoting=tsv_quoting, conll_columns=conll_columns, plain_text=plain_text)
+    path = Path(match.group("path") if match else source)
+    if path.is_dir() and any(path.glob("*.parquet")):
+        split = read_parquet_folder(name, path)
+    else:
+        split = read_file(name, path, tsv_quoting=tsv_quoting, conll_columns=conll_columns, plain_text=plain_text)
     if not match:
         return split
     start = int(match.group("start") or 0)
@@ -124,7 +128,7 @@ def load_split(
 ) -> Split:
     """Read one split: a local file if ``source`` looks like one, else a split of ``dataset``.
     ``plain_text``: a .txt file is raw text in BERT's pretraining layout (else CoNLL columns)."""
-    if Path(source).is_dir():
+    if Path(source).is_dir() and not any(Path(source).glob("*.parquet")):
         check_is_file(Path(source), f"data.{name}")
     if dataset == DEMO_DATASET and not is_local_file(source):
         return read_file(name, DEMO_DIR / f"{source}.csv")
@@ -133,6 +137,18 @@ def load_split(
     if dataset is None:
         raise DataError(f"data.{name}={source!r}: no such file, and no data.dataset is set to take a Hub split from")
     return _read_hub(name, dataset, dataset_config, source)
+
+
+def read_parquet_folder(name: str, folder: Path) -> Split:
+    """A folder of parquet shards (the Hub's layout, e.g. ``glue/cola/train/0000.parquet``) as one split, shards in name order."""
+    shards = sorted(folder.glob("*.parquet"))
+    try:
+        data = datasets.concatenate_datasets([datasets.Dataset.from_parquet(str(shard)) for shard in shards])
+    except Exception as error:
+        raise DataError(f"data.{name}={str(folder)!r}: its parquet files do not form one table ({type(error).__name__}: {str(error).splitlines()[0][:120]})") from None
+    if len(data) == 0:
+        raise DataError(f"{folder}: the parquet files have no rows")
+    return Split(name, data, str(folder), format="parquet")
 
 
 def _read_hub(name: str, dataset: str, config: Optional[str], split: str) -> Split:

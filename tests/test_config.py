@@ -14,6 +14,11 @@ def test_every_bundled_recipe_parses():
     assert len(recipes) >= 16  # demo + 8 GLUE tasks + conll2003 + squad, squad_v2 + samsum + 3 comparisons
     tasks = {"conll2003": "tagging", "squad": "span_qa", "squad_v2": "span_qa", "samsum_bert2bert": "seq2seq", "mlm": "mlm"}
     for path in recipes:
+        if path.parent.name == "suite":
+            from bert_tasks.suite import load_suite
+
+            assert load_suite(path).tasks  # builds (and so checks) every task's recipe
+            continue
         if path.parent.name == "compare":
             from bert_tasks.comparison import load_comparison
 

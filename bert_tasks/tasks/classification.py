@@ -193,7 +193,9 @@ class Classification(Task):
         named = getattr(feature, "names", None)
         out = []
         for index, value in enumerate(values):
-            key = named[value] if named and isinstance(value, int) and 0 <= value < len(named) else str(value)
+            key = str(value)
+            if named and isinstance(value, int) and 0 <= value < len(named) and named[value] in ids:
+                key = named[value]  # a ClassLabel index by its name; a run that learnt the indices as labels ('0', '1') keeps them
             if key not in ids:
                 raise DataError(
                     f"{split.where(index)}: label {value!r} in field {column!r} is not one of {self.labels} (labels come from the training data or task.labels)"
