@@ -82,6 +82,8 @@ def main() -> int:
             f"model.checkpoint={checkpoint}", f"data.train={SST2 / 'train.tsv'}", f"data.validation={SST2 / 'dev.tsv'}",
             "train.max_train_samples=512", "train.max_eval_samples=64", "train.epochs=1", f"output.dir={work}", "output.name=run"]))
         results = []
+        print(f"Machine: {machine()}; 2-layer encoder of the default checkpoint, fp32, batch 128, chunks of 8,192 rows", flush=True)
+        print(f"{'rows':>11}{'input MB':>10}{'rows/s':>9}{'peak RSS MB':>13}{'RSS ratio':>11}{'row ratio':>11}", flush=True)
         for rows in sizes:
             source = work / f"in-{rows}.csv"
             write_input(source, rows)
@@ -91,10 +93,7 @@ def main() -> int:
             results.append((rows, seconds, peak, os.path.getsize(source) / 2**20))
             source.unlink()
             (work / f"out-{rows}.jsonl").unlink()
-    print(f"Machine: {machine()}; 2-layer encoder of the default checkpoint, fp32, batch 128, chunks of 8,192 rows")
-    print(f"{'rows':>11}{'input MB':>10}{'rows/s':>9}{'peak RSS MB':>13}{'RSS ratio':>11}{'row ratio':>11}")
-    for rows, seconds, peak, megabytes in results:
-        print(f"{rows:>11,}{megabytes:>10.1f}{rows / seconds:>9.0f}{peak:>13.0f}{peak / results[0][2]:>11.2f}{rows / results[0][0]:>11.0f}")
+            print(f"{rows:>11,}{results[-1][3]:>10.1f}{rows / seconds:>9.0f}{peak:>13.0f}{peak / results[0][2]:>11.2f}{rows / results[0][0]:>11.0f}", flush=True)
     return 0
 
 
