@@ -157,3 +157,13 @@ def test_two_process_evaluation_of_several_sets_equals_one(tmp_path, tiny_checkp
     assert set(one) == set(two) and {"a/loss", "b/loss", "c/loss"} <= set(one)
     for key in one:
         assert two[key] == pytest.approx(one[key], rel=1e-4, abs=1e-5), key
+
+
+def test_the_zero_shot_recipe_scores_each_language_from_its_own_hub_config():
+    from bert_tasks.eval_sets import eval_sets
+
+    config = load_config("xnli_zero_shot")
+    sets = eval_sets(config.data)
+    assert [s.name for s in sets][:3] == ["en", "de", "fr"] and config.train.best_metric == "en/accuracy"
+    assert {s.name: s.read["dataset_config"] for s in sets}["de"] == "de" and sets[0].read["dataset_config"] == "en"
+    assert all(s.read["dataset"] == "xnli" for s in sets)
