@@ -17,6 +17,7 @@ import bert_tasks
 from bert_tasks.config import load_config
 from bert_tasks.errors import ConfigError, DataError
 from bert_tasks.evaluation import evaluate_run
+from bert_tasks.metrics import greater_is_better
 from bert_tasks.publishing import publish
 from bert_tasks.rundir import TASK_FILE, open_run, read_metrics
 from bert_tasks.summary import RunSummary, format_table
@@ -39,34 +40,45 @@ def _recipe(checkpoint: Path, tmp_path: Path, task: str, sets: dict, **train) ->
     return tiny_recipe(checkpoint, tmp_path / "runs", train={"max_eval_samples": 24, **train}, **sections)
 
 
+@pytest.mark.parametrize("count", [2, 3])
 @pytest.mark.parametrize("task", list(TASKS))
-def test_two_named_sets_for_every_task(tmp_path, tiny_checkpoint, task):
+def test_named_sets_for_every_task(tmp_path, tiny_checkpoint, task, count):
     _, source = TASKS[task](tmp_path)
-    config = load_config(_recipe(tiny_checkpoint, tmp_path, task, {"full": source, "head": f"{source}[0:9]"}))
+    sets = {"full": source, "head": f"{source}[0:9]", "tail": f"{source}[9:]"}
+    names = list(sets)[:count]
+    best = "tail/loss" if count == 3 else None  # three sets: the checkpoint is picked on the last set's loss
+    config = load_config(_recipe(tiny_checkpoint, tmp_path, task, {n: sets[n] for n in names}, best_metric=best, eval_every=3))
     summary = bert_tasks.train(config)
     metric_names = open_run(config.run_dir).task.metric_names
     main = metric_names[0]
-    assert summary.eval_sets == ["full", "head"]
-    assert summary.best_metric == f"full/{main}" and summary.best_value == summary.eval[f"full/{main}"]
+    assert summary.eval_sets == names
     evals = [record for record in read_metrics(config.run_dir) if record["event"] == "eval"]
+    assert summary.best_metric == (best or f"full/{main}")  # default: the first set's main metric
+    chosen = next(record for record in evals if record["step"] == summary.best_step)
+    metric = summary.best_metric
+    assert summary.best_value == chosen[metric] == summary.eval[metric]
+    if greater_is_better(metric):
+        assert all(record[metric] <= chosen[metric] for record in evals)
+    else:
+        assert all(record[metric] >= chosen[metric] for record in evals)
     for record in evals:
-        for name in ("full", "head"):
+        for name in names:
             assert {f"{name}/{m}" for m in (*metric_names, "loss")} <= set(record)
         assert not any(key in record for key in (*metric_names, "loss"))  # no plain names beside the named ones
-    assert {k: v for k, v in evals[-1].items() if "/" in k} == summary.eval
+    assert {k: v for k, v in chosen.items() if "/" in k} == summary.eval
     # the two sets really are scored apart: 9 rows against 24
     if task == "classification":
         assert summary.eval["full/loss"] != summary.eval["head/loss"]
-    assert "head/" + main in format_table([summary])
+    assert "head/" + metric.split("/")[1] in format_table([summary])  # a column per other set
 
     card = (publish(config.run_dir, tmp_path / "published").folder / "README.md").read_text()
     meta = yaml.safe_load(card.split("---")[1])
     results = meta["model-index"][0]["results"]
-    assert [r["dataset"]["split"] for r in results] == [source, f"{source}[0:9]"]
-    for result, name in zip(results, ("full", "head")):
+    assert [r["dataset"]["split"] for r in results] == [sets[n] for n in names]
+    for result, name in zip(results, names):
         values = {m["name"]: m["value"] for m in result["metrics"]}
         assert values[main] == pytest.approx(summary.eval[f"{name}/{main}"])
-        assert not any("/" in key and key.split("/")[0] in ("full", "head") for key in values)
+        assert not any("/" in key and key.split("/")[0] in names for key in values)
     assert f"| head | {main} |" in card
 
 
@@ -167,3 +179,20 @@ def test_the_zero_shot_recipe_scores_each_language_from_its_own_hub_config():
     assert [s.name for s in sets][:3] == ["en", "de", "fr"] and config.train.best_metric == "en/accuracy"
     assert {s.name: s.read["dataset_config"] for s in sets}["de"] == "de" and sets[0].read["dataset_config"] == "en"
     assert all(s.read["dataset"] == "xnli" for s in sets)
+
+
+def test_compare_reports_the_metric_on_every_set(tmp_path, tiny_checkpoint, monkeypatch):
+    from bert_tasks.comparison import compare
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    recipe = _recipe(tiny_checkpoint, tmp_path, "classification", {"dev": DEMO_VALIDATION, "part": f"{DEMO_VALIDATION}[0:10]"})
+    recipe["compare"] = {"seeds": [1], "name": "grid", "strategies": [{"name": "last_n", "n": 1, "learning_rates": [1e-3]}]}
+    path = tmp_path / "compare.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    root = compare(path)
+    summary = RunSummary.load(next((root / "cells").rglob("summary.json")).parent)
+    with (root / "report.csv").open() as handle:
+        row = next(csv.DictReader(handle))
+    assert float(row["metric_mean"]) == pytest.approx(summary.eval["dev/accuracy"], abs=1e-4)
+    assert float(row["part/accuracy"]) == pytest.approx(summary.eval["part/accuracy"], abs=1e-4)
+    assert "| dev/accuracy (mean ± std) | seeds | part/accuracy |" in (root / "report.md").read_text()
