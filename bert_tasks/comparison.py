@@ -34,6 +34,7 @@ from typing import Any, Callable, Iterator, Optional
 
 import yaml
 
+from . import atomic_files
 from .config import build_dataclass, check_run_name, config_from_dict, deep_copy_tree, load_recipe_tree, merge_trees, parse_overrides, set_dotted
 from .errors import BertTasksError, ConfigError
 from .registry import STRATEGIES
@@ -142,23 +143,30 @@ def run_comparison(comparison: Comparison, echo: bool = True) -> list[Cell]:
             if echo:
                 print(f"{where}: done, skipped", flush=True)
             continue
-        tree = cell_tree(comparison, cell)
-        resume = (run_dir / CHECKPOINTS_DIR).is_dir()
-        tree["train"]["resume"] = resume
-        tree["output"]["overwrite"] = not resume
         recipe = comparison.root / "recipes" / f"{cell.folder.replace('/', '__')}.yaml"
-        recipe.write_text(yaml.safe_dump(tree, sort_keys=False))
-        if echo:
-            print(f"{where}: {'resuming' if resume else 'training'} ...", flush=True)
-        log = run_dir.parent / f"{run_dir.name}.log"
-        run_dir.parent.mkdir(parents=True, exist_ok=True)
-        with log.open("w") as handle:
-            returncode = run_cell_process([sys.executable, "-m", "bert_tasks", "train", str(recipe)], handle)
+        returncode, last, log = train_in_own_process(cell_tree(comparison, cell), run_dir, recipe, where, echo)
         if returncode != 0:
             failed.append(cell)
-            last = next((line for line in reversed(log.read_text().splitlines()) if line.strip()), "")
             print(f"{where}: FAILED ({last[:200]}; log: {log})", file=sys.stderr, flush=True)
     return failed
+
+
+def train_in_own_process(tree: dict[str, Any], run_dir: Path, recipe: Path, where: str, echo: bool = True) -> tuple[int, str, Path]:
+    """Train the full recipe ``tree`` (its output is ``run_dir``) in a process of its own, resuming the run
+    if a checkpoint of it is there; the recipe is written to ``recipe`` and the output to RUN_DIR.log.
+    Returns (exit status, the log's last line, the log)."""
+    resume = (run_dir / CHECKPOINTS_DIR).is_dir()
+    tree["train"]["resume"] = resume
+    tree["output"]["overwrite"] = not resume
+    atomic_files.write_text(recipe, yaml.safe_dump(tree, sort_keys=False))
+    if echo:
+        print(f"{where}: {'resuming' if resume else 'training'} ...", flush=True)
+    log = run_dir.parent / f"{run_dir.name}.log"
+    run_dir.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("w") as handle:
+        returncode = run_cell_process([sys.executable, "-m", "bert_tasks", "train", str(recipe)], handle)
+    last = next((line for line in reversed(log.read_text().splitlines()) if line.strip()), "") if returncode else ""
+    return returncode, last, log
 
 
 PR_SET_PDEATHSIG = 1  # prctl option (linux/prctl.h): a signal the kernel sends a process when its parent dies

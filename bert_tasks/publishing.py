@@ -25,7 +25,7 @@ from safetensors.torch import load_file, save_file
 from transformers import AutoConfig, AutoTokenizer
 
 from .assembly import Assembly, build_model, build_task
-from .config import RunConfig, save_config
+from .config import save_config
 from .errors import BertTasksError
 from .publishing_card import model_card
 from .rundir import BASE_FILE, BEST_DIR, TASK_FILE, TRAINED_FILE, SavedModel, load_trained, read_config_file, readable_weights, rebuild_small_save

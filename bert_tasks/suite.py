@@ -22,15 +22,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-import yaml
-
 from . import atomic_files
-from .comparison import run_cell_process
+from .comparison import train_in_own_process
 from .config import build_dataclass, check_run_name, config_from_dict, deep_copy_tree, load_recipe_tree, merge_trees, parse_overrides, resolve_recipe, set_dotted
 from .errors import BertTasksError, ConfigError
 from .glue import TASKS as GLUE_TASKS
 from .glue import GlueTask, glue_table, table_markdown, task_score, write_submission_file, write_table_csv, zip_submission
-from .rundir import CHECKPOINTS_DIR, SUMMARY_FILE
+from .rundir import SUMMARY_FILE
 from .summary import RunSummary
 
 LOCAL_FORMATS = (".parquet", ".jsonl", ".csv", ".tsv", ".json")
@@ -196,20 +194,8 @@ def train_task(suite: Suite, task: GlueTask, sources: dict[str, str], where: str
         if echo:
             print(f"{where}: done, skipped", flush=True)
         return TaskOutcome(task, "done", summary=RunSummary.load(run_dir))
-    tree = task_tree(suite, task, sources)
-    resume = (run_dir / CHECKPOINTS_DIR).is_dir()
-    tree["train"]["resume"] = resume
-    tree["output"]["overwrite"] = not resume
-    recipe = suite.root / "recipes" / f"{task.name}.yaml"
-    atomic_files.write_text(recipe, yaml.safe_dump(tree, sort_keys=False))
-    if echo:
-        print(f"{where}: {'resuming' if resume else 'training'} ...", flush=True)
-    log = run_dir.parent / f"{task.name}.log"
-    run_dir.parent.mkdir(parents=True, exist_ok=True)
-    with log.open("w") as handle:
-        returncode = run_cell_process([sys.executable, "-m", "bert_tasks", "train", str(recipe)], handle)
+    returncode, last, log = train_in_own_process(task_tree(suite, task, sources), run_dir, suite.root / "recipes" / f"{task.name}.yaml", where, echo)
     if returncode != 0:
-        last = next((line for line in reversed(log.read_text().splitlines()) if line.strip()), "")
         status = "skipped" if "cannot load hub" in last else "failed"
         print(f"{where}: {status.upper()} ({last[:200]}; log: {log})", file=sys.stderr, flush=True)
         return TaskOutcome(task, status, last[:300])
