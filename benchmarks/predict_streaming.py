@@ -2,12 +2,12 @@
 a chunk of rows at a time, so the peak should not follow the row count.
 
 A run is trained briefly on 512 shared SST-2 rows with a small encoder (the default checkpoint's
-tokenizer and first 2 layers, so prediction is quick and the process's memory is mostly the data
+tokenizer and first layer (--layers), so prediction is quick and the process's memory is mostly the data
 path, which is what is measured). Each input file holds the SST-2 dev sentences repeated up to
 --rows rows; each prediction runs in its own process, whose peak resident memory is read from the
 kernel afterwards.
 
-    python benchmarks/predict_streaming.py [--rows 10000,100000,1000000]
+    python benchmarks/predict_streaming.py [--rows 10000,100000,300000] [--layers 1]
 
 Prints rows, rows/s, peak RSS and the peak's ratio to the smallest file's, with the row-count ratio.
 """
@@ -30,16 +30,16 @@ sys.path.insert(0, str(ROOT))
 from cached_strategies import machine  # noqa: E402
 
 
-def small_checkpoint(out: Path) -> Path:
-    """The default checkpoint cut to its first 2 layers."""
+def small_checkpoint(out: Path, layers: int) -> Path:
+    """The default checkpoint cut to its first ``layers`` layers."""
     from transformers import AutoModel, AutoTokenizer
 
     from bert_tasks.backbone import resolve_checkpoint
 
     source = resolve_checkpoint("default")
     model = AutoModel.from_pretrained(source)
-    model.encoder.layer = model.encoder.layer[:2]
-    model.config.num_hidden_layers = 2
+    model.encoder.layer = model.encoder.layer[:layers]
+    model.config.num_hidden_layers = layers
     model.save_pretrained(out)
     AutoTokenizer.from_pretrained(source).save_pretrained(out)
     return out
@@ -67,7 +67,8 @@ def predict_in_a_process(run: Path, source: Path, out: Path) -> tuple[float, flo
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rows", default="10000,100000,1000000", help="comma-separated row counts, smallest first")
+    parser.add_argument("--rows", default="10000,100000,300000", help="comma-separated row counts, smallest first")
+    parser.add_argument("--layers", type=int, default=1, help="encoder layers kept (compute per row; memory is the point)")
     args = parser.parse_args()
     if not (SST2 / "train.tsv").is_file():
         print(f"skipped: {SST2} not found (the shared data is needed)")
@@ -77,12 +78,12 @@ def main() -> int:
     sizes = [int(n) for n in args.rows.split(",")]
     with tempfile.TemporaryDirectory() as folder:
         work = Path(folder)
-        checkpoint = small_checkpoint(work / "small")
+        checkpoint = small_checkpoint(work / "small", args.layers)
         bert_tasks.train(bert_tasks.load_config("glue/sst2", [
             f"model.checkpoint={checkpoint}", f"data.train={SST2 / 'train.tsv'}", f"data.validation={SST2 / 'dev.tsv'}",
             "train.max_train_samples=512", "train.max_eval_samples=64", "train.epochs=1", f"output.dir={work}", "output.name=run"]))
         results = []
-        print(f"Machine: {machine()}; 2-layer encoder of the default checkpoint, fp32, batch 128, chunks of 8,192 rows", flush=True)
+        print(f"Machine: {machine()}; {args.layers}-layer cut of the default checkpoint, fp32, batch 128, chunks of 8,192 rows", flush=True)
         print(f"{'rows':>11}{'input MB':>10}{'rows/s':>9}{'peak RSS MB':>13}{'RSS ratio':>11}{'row ratio':>11}", flush=True)
         for rows in sizes:
             source = work / f"in-{rows}.csv"

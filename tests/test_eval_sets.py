@@ -196,3 +196,18 @@ def test_compare_reports_the_metric_on_every_set(tmp_path, tiny_checkpoint, monk
     assert float(row["metric_mean"]) == pytest.approx(summary.eval["dev/accuracy"], abs=1e-4)
     assert float(row["part/accuracy"]) == pytest.approx(summary.eval["part/accuracy"], abs=1e-4)
     assert "| dev/accuracy (mean ± std) | seeds | part/accuracy |" in (root / "report.md").read_text()
+
+
+def test_each_set_gets_its_own_frozen_store_and_the_same_scores_as_uncached(tmp_path, tiny_checkpoint_no_dropout):
+    sets = {"dev": DEMO_VALIDATION, "part": f"{DEMO_VALIDATION}[0:10]"}
+    scores = {}
+    for cache in (True, False):
+        recipe = _recipe(tiny_checkpoint_no_dropout, tmp_path, "classification", sets, cache_frozen=cache, cache_dir=str(tmp_path / "cache"))
+        recipe["strategy"] = {"name": "last_n", "n": 1}
+        recipe["output"]["name"] = f"cache-{cache}"
+        summary = bert_tasks.train(load_config(recipe))
+        scores[cache] = summary.eval
+        if cache:
+            assert summary.frozen_cache["cached"] and {"train", "validation.dev", "validation.part"} <= set(summary.frozen_cache)
+            assert summary.frozen_cache["validation.part"]["rows"] == 10 and len(summary.frozen_stores) == 3
+    assert scores[True] == pytest.approx(scores[False], abs=1e-4)
