@@ -84,6 +84,7 @@ class TrainConfig:
     log_with: Optional[str] = None  # an Accelerate tracker, e.g. 'tensorboard'
     cpu: bool = False  # train on the CPU even when a GPU is present
     num_workers: int = 0  # DataLoader workers; 0 is fastest for pre-tokenised data
+    gradient_checkpointing: bool = False  # recompute each layer's activations in backward: less memory for longer batches, ~30% more compute; exact
     step_breakdown: bool = False  # time each phase of a step (data, forward, backward, clip, optimizer, ...): printed and in summary.json
     reuse_host_memory: bool = True  # CPU (glibc): keep freed large blocks for the next step instead of page-faulting them in again (host_memory.py); exact
     # Frozen-work cache: compute a frozen lower part (the strategy's, or a task's frozen encoder) once

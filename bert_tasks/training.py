@@ -19,7 +19,7 @@ import torch
 from accelerate import Accelerator
 from accelerate.utils import set_seed
 from torch.utils.data import DataLoader
-from transformers import get_linear_schedule_with_warmup
+from transformers import PreTrainedModel, get_linear_schedule_with_warmup
 
 from . import atomic_files
 from .assembly import Assembly, build_model, prepare_task
@@ -143,6 +143,8 @@ class TrainingLoop:
         loaders = [train_loader] + [eval_loader(data, self.task, tc.eval_batch_size, tc.num_workers) for _, data in eval_data]
         self.steps_per_epoch = math.ceil(len(self.sampler) / tc.gradient_accumulation_steps)
         self.total_steps = max(1, math.ceil(self.steps_per_epoch * tc.epochs))
+        if tc.gradient_checkpointing:
+            enable_gradient_checkpointing(assembly.model)
         optimizer = make_optimizer(assembly.model, tc)
         scheduler = get_linear_schedule_with_warmup(optimizer, tc.warmup_steps or math.ceil(tc.warmup_ratio * self.total_steps), self.total_steps)
         self.model, self.optimizer, self.scheduler, *loaders = accelerator.prepare(assembly.model, optimizer, scheduler, *loaders)
@@ -338,6 +340,17 @@ class TrainingLoop:
         running = {"running_loss": self.running_loss.item(), "running_batches": self.running_batches}  # so the next loss record is exact
         save_checkpoint(self.accelerator, self.run_dir, self.state, self.resumable, self.epoch_loader_rng, running, self.tc.keep_checkpoints)
         self.saved_at = self.state.global_step
+
+
+def enable_gradient_checkpointing(model: torch.nn.Module) -> None:
+    """``train.gradient_checkpointing``: every transformers network inside the model (the encoder; an
+    encoder-decoder's both halves) keeps only each layer's inputs and recomputes the rest in backward."""
+    networks = [m for m in model.modules() if isinstance(m, PreTrainedModel) and m.supports_gradient_checkpointing]
+    if not networks:
+        raise ConfigError("train.gradient_checkpointing=true: this model's network does not support it (transformers' supports_gradient_checkpointing)")
+    for network in networks:
+        enable = getattr(network, "activation_checkpointing_enable", None) or network.gradient_checkpointing_enable  # the name before transformers 5.x
+        enable({"use_reentrant": False})  # non-reentrant: works when the layers' inputs need no gradient (frozen embeddings)
 
 
 def finish(config: RunConfig, accelerator: Accelerator, loop: TrainingLoop) -> RunSummary:
