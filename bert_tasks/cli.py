@@ -60,6 +60,16 @@ def _cmd_suite(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_launch_config(args: argparse.Namespace) -> int:
+    from .launch_configs import config_path, names
+
+    if args.name is None:
+        print("\n".join(names()))
+    else:
+        print(config_path(args.name))
+    return 0
+
+
 def _cmd_recipes(args: argparse.Namespace) -> int:
     from .config import list_recipes, recipes_dir
 
@@ -182,6 +192,10 @@ def build_parser() -> argparse.ArgumentParser:
     suite.add_argument("overrides", nargs="*", help="suite.* options and recipe keys for every task, e.g. suite.data_dir=DIR suite.max_train_samples=2000 train.epochs=1")
     suite.set_defaults(run=_cmd_suite)
 
+    launch = commands.add_parser("launch-config", help="the path of a bundled Accelerate config: accelerate launch --config_file $(bert-tasks launch-config ddp) -m bert_tasks train RECIPE")
+    launch.add_argument("name", nargs="?", help="ddp, ddp_cpu, fsdp_full_shard, deepspeed_zero2, deepspeed_zero3 (none: list them)")
+    launch.set_defaults(run=_cmd_launch_config)
+
     report = commands.add_parser("report", help="a table of finished runs: bert-tasks report RUN_DIR [RUN_DIR ...]")
     report.add_argument("run_dirs", nargs="+")
     report.set_defaults(run=_cmd_report)
@@ -194,7 +208,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # Commands that never load a model, so they answer without importing transformers (seconds).
-_LIGHT_COMMANDS = {"recipes", "report", "cache"}
+_LIGHT_COMMANDS = {"recipes", "report", "cache", "launch-config"}
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
