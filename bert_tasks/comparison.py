@@ -30,12 +30,13 @@ import sys
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Optional
+from typing import Any, Callable, Iterator, Literal, Optional
 
 import yaml
 
 from . import atomic_files
 from .config import build_dataclass, check_run_name, config_from_dict, deep_copy_tree, load_recipe_tree, merge_trees, parse_overrides, set_dotted
+from .cell_backends import BackendOptions, CellJob, CellResult, run_jobs
 from .errors import BertTasksError, ConfigError
 from .registry import STRATEGIES
 from .rundir import CHECKPOINTS_DIR, SUMMARY_FILE
@@ -47,8 +48,18 @@ class CompareConfig:
     seeds: list[int] = field(default_factory=lambda: [1, 2])
     name: Optional[str] = None  # folder under output.dir; None: '<recipe name>'
     metric: Optional[str] = None  # None: the task's main metric (train.best_metric if set)
+    backend: Literal["local", "ray"] = "local"  # ray: every cell a Ray task (cell_backends.py); needs bert_tasks[ray]
+    address: Optional[str] = None  # ray: None starts a local instance; 'auto' joins the cluster `ray start` made
+    cpus_per_cell: float = 1.0  # ray: CPUs each cell declares (and its torch threads)
+    gpus_per_cell: float = 0.0  # ray: GPUs each cell declares
+    max_retries: int = 0  # a failed cell is tried again (resuming) this many times, then reported
+
+    @property
+    def backend_options(self) -> BackendOptions:
+        return BackendOptions(self.backend, self.address, self.cpus_per_cell, self.gpus_per_cell, self.max_retries)
 
     def validate(self) -> None:
+        self.backend_options.check("compare")
         if not self.strategies:
             raise ConfigError("compare.strategies: list at least one strategy, e.g. [{name: full}, {name: lora}]")
         if not self.seeds:
@@ -131,11 +142,11 @@ def cell_tree(comparison: Comparison, cell: Cell) -> dict[str, Any]:
     return tree
 
 
-def run_comparison(comparison: Comparison, echo: bool = True) -> list[Cell]:
-    """Run every unfinished cell, each in its own process; returns the cells that failed."""
+def run_comparison(comparison: Comparison, echo: bool = True) -> list[CellResult]:
+    """Run every unfinished cell, each in its own process, on the configured backend; returns the failures."""
     comparison.root.mkdir(parents=True, exist_ok=True)
     (comparison.root / "recipes").mkdir(exist_ok=True)
-    failed = []
+    jobs = []
     for number, cell in enumerate(comparison.cells, start=1):
         run_dir = comparison.run_dir(cell)
         where = f"[{number}/{len(comparison.cells)}] {cell.label} lr={cell.learning_rate:g} seed={cell.seed}"
@@ -144,10 +155,10 @@ def run_comparison(comparison: Comparison, echo: bool = True) -> list[Cell]:
                 print(f"{where}: done, skipped", flush=True)
             continue
         recipe = comparison.root / "recipes" / f"{cell.folder.replace('/', '__')}.yaml"
-        returncode, last, log = train_in_own_process(cell_tree(comparison, cell), run_dir, recipe, where, echo)
-        if returncode != 0:
-            failed.append(cell)
-            print(f"{where}: FAILED ({last[:200]}; log: {log})", file=sys.stderr, flush=True)
+        jobs.append(CellJob(cell_tree(comparison, cell), run_dir, recipe, where))
+    failed = [result for result in run_jobs(jobs, comparison.config.backend_options, "compare", echo) if not result.ok]
+    for result in failed:
+        print(f"{result.job.where}: FAILED ({result.error[:200]}; log: {result.log})", file=sys.stderr, flush=True)
     return failed
 
 
@@ -233,7 +244,7 @@ def compare(recipe: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> 
 
     comparison = load_comparison(recipe, overrides)
     failed = run_comparison(comparison)
-    table = write_report(comparison)
+    table = write_report(comparison, {str(result.job.run_dir): result.error for result in failed})
     if table:
         print(table)
         print(f"report: {comparison.root / 'report.md'}")

@@ -153,11 +153,13 @@ def cache_line(comparison: Comparison) -> str:
             + (f", {without / with_cache:.2f}x." if with_cache > 0 else "."))
 
 
-def write_report(comparison: Comparison) -> Optional[str]:
-    """Write report.md/.csv/.json and the plots into the comparison folder; returns the Markdown table."""
+def write_report(comparison: Comparison, failures: Optional[dict[str, str]] = None) -> Optional[str]:
+    """Write report.md/.csv/.json and the plots into the comparison folder; returns the Markdown table.
+    ``failures``: run directory -> error of the cells that failed in this call (listed in the report)."""
     metric, results = collect(comparison)
     root = comparison.root
     done = sum((comparison.run_dir(c) / SUMMARY_FILE).is_file() for c in comparison.cells)
+    failed = [(cell, failures[str(comparison.run_dir(cell))]) for cell in comparison.cells if str(comparison.run_dir(cell)) in (failures or {})]
     if not results:
         return None
     with (root / "report.csv").open("w", newline="") as handle:
@@ -170,6 +172,7 @@ def write_report(comparison: Comparison) -> Optional[str]:
         "cells_total": len(comparison.cells),
         "strategies": [{**r.row(), "family": r.family, "best_lr_at_grid_edge": r.at_grid_edge, "values": r.values, "by_learning_rate": {f"{k:g}": v for k, v in r.by_lr.items()},
                         "run_dirs": [str(d) for d in r.run_dirs]} for r in results],
+        "failed_cells": [{"strategy": c.label, "learning_rate": c.learning_rate, "seed": c.seed, "error": e} for c, e in failed],
     }
     (root / "report.json").write_text(json.dumps(report, indent=2))
     plot_metric_vs_parameters(metric, results, root / "metric_vs_parameters.png")
@@ -190,6 +193,8 @@ def write_report(comparison: Comparison) -> Optional[str]:
         "",
         cache_line(comparison),
         "",
+        *(["## Failed cells", "", "| strategy | lr | seed | error |", "|---|---|---|---|",
+           *(f"| {c.label} | {c.learning_rate:g} | {c.seed} | {e.replace('|', '/')[:300]} |" for c, e in failed), ""] if failed else []),
         "## Learning-rate grid",
         "",
         *grid,
