@@ -20,10 +20,10 @@ import socket
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Literal, Optional
 
 from . import atomic_files
-from .comparison import train_in_own_process
+from .cell_backends import BackendOptions, CellJob, run_jobs
 from .config import build_dataclass, check_run_name, config_from_dict, deep_copy_tree, load_recipe_tree, merge_trees, parse_overrides, resolve_recipe, set_dotted
 from .errors import BertTasksError, ConfigError
 from .glue import TASKS as GLUE_TASKS
@@ -45,8 +45,18 @@ class SuiteConfig:
     max_eval_samples: Optional[int] = None  # cap every evaluation set; test sets are never capped (a submission has every row)
     name: Optional[str] = None  # folder under output.dir; None: the benchmark's name
     predict_test: bool = True  # write the submission files (needs test data)
+    backend: Literal["local", "ray"] = "local"  # ray: every task a Ray task (cell_backends.py), as compare.backend
+    address: Optional[str] = None
+    cpus_per_cell: float = 1.0
+    gpus_per_cell: float = 0.0
+    max_retries: int = 0
+
+    @property
+    def backend_options(self) -> BackendOptions:
+        return BackendOptions(self.backend, self.address, self.cpus_per_cell, self.gpus_per_cell, self.max_retries)
 
     def validate(self) -> None:
+        self.backend_options.check("suite")
         if self.benchmark not in BENCHMARKS:
             raise ConfigError(f"suite.benchmark={self.benchmark!r}: known benchmarks are {', '.join(BENCHMARKS)}")
         known = BENCHMARKS[self.benchmark]
@@ -162,44 +172,45 @@ class TaskOutcome:
 
 
 def run_suite(suite: Suite, echo: bool = True) -> list[TaskOutcome]:
-    """Train every unfinished task (each in its own process), then write the table and submission."""
+    """Train every unfinished task (each in its own process, on the configured backend), then write the
+    table and submission."""
     suite.root.mkdir(parents=True, exist_ok=True)
     (suite.root / "recipes").mkdir(exist_ok=True)
     offline: Optional[str] = None
     checked_hub = False
-    outcomes = []
+    outcomes: dict[str, TaskOutcome] = {}
+    jobs: list[tuple[GlueTask, CellJob]] = []
     for number, task in enumerate(suite.tasks, start=1):
         where = f"[{number}/{len(suite.tasks)}] {task.name}"
+        run_dir = suite.run_dir(task)
+        if (run_dir / SUMMARY_FILE).is_file():
+            if echo:
+                print(f"{where}: done, skipped", flush=True)
+            outcomes[task.name] = TaskOutcome(task, "done", summary=RunSummary.load(run_dir))
+            continue
         splits = ["train", *(split for _, split in task.validation)]
         sources = {split: source for split in splits if (source := local_source(suite, task, split)) is not None}
         missing = [split for split in splits if split not in sources]
-        run_dir = suite.run_dir(task)
-        if missing and not (run_dir / SUMMARY_FILE).is_file():
+        if missing:
             if not checked_hub:
                 offline, checked_hub = hub_unreachable(), True
             if offline:
                 reason = f"no local {', '.join(missing)} data (suite.data.{task.name}, suite.data_dir) and no Hub: {offline}"
-                outcomes.append(TaskOutcome(task, "skipped", reason))
+                outcomes[task.name] = TaskOutcome(task, "skipped", reason)
                 if echo:
                     print(f"{where}: skipped: {reason}", flush=True)
                 continue
-        outcomes.append(train_task(suite, task, sources, where, echo))
-    write_results(suite, outcomes, echo)
-    return outcomes
-
-
-def train_task(suite: Suite, task: GlueTask, sources: dict[str, str], where: str, echo: bool) -> TaskOutcome:
-    run_dir = suite.run_dir(task)
-    if (run_dir / SUMMARY_FILE).is_file():
-        if echo:
-            print(f"{where}: done, skipped", flush=True)
-        return TaskOutcome(task, "done", summary=RunSummary.load(run_dir))
-    returncode, last, log = train_in_own_process(task_tree(suite, task, sources), run_dir, suite.root / "recipes" / f"{task.name}.yaml", where, echo)
-    if returncode != 0:
-        status = "skipped" if "cannot load hub" in last else "failed"
-        print(f"{where}: {status.upper()} ({last[:200]}; log: {log})", file=sys.stderr, flush=True)
-        return TaskOutcome(task, status, last[:300])
-    return TaskOutcome(task, "done", summary=RunSummary.load(run_dir))
+        jobs.append((task, CellJob(task_tree(suite, task, sources), run_dir, suite.root / "recipes" / f"{task.name}.yaml", where)))
+    for (task, _), result in zip(jobs, run_jobs([job for _, job in jobs], suite.config.backend_options, "suite", echo)):
+        if result.ok:
+            outcomes[task.name] = TaskOutcome(task, "done", summary=RunSummary.load(suite.run_dir(task)))
+            continue
+        status = "skipped" if "cannot load hub" in result.error else "failed"
+        print(f"{result.job.where}: {status.upper()} ({result.error[:200]}; log: {result.log})", file=sys.stderr, flush=True)
+        outcomes[task.name] = TaskOutcome(task, status, result.error[:300])
+    ordered = [outcomes[task.name] for task in suite.tasks]
+    write_results(suite, ordered, echo)
+    return ordered
 
 
 def write_results(suite: Suite, outcomes: list[TaskOutcome], echo: bool = True) -> dict[str, Any]:
