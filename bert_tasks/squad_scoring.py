@@ -92,3 +92,13 @@ def squad_v2(predictions: Sequence[str], golds: Sequence[Sequence[str]], null_di
             best, threshold = _best_threshold([s[index] for s in span_scores], list(null_diffs), answerable)
             out[f"best_{key}"], out[f"best_{key}_thresh"] = best, threshold
     return out
+
+
+def in_reference_order(predictions: Sequence[dict], references: Sequence[dict]) -> tuple[list[dict], list[list[str]]]:
+    """``evaluate``-style inputs ({id, prediction_text, ...}, {id, answers: {text: [...]}}) as the
+    predictions in the references' order and each question's gold texts; every reference needs a prediction."""
+    by_id = {p["id"]: p for p in predictions}
+    missing = [r["id"] for r in references if r["id"] not in by_id]
+    if missing:
+        raise ValueError(f"no prediction for {len(missing)} questions (first: {missing[0]!r})")
+    return [by_id[r["id"]] for r in references], [list(r["answers"]["text"]) for r in references]

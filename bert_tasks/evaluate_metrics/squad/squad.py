@@ -9,15 +9,6 @@ PREDICTION = {"id": datasets.Value("string"), "prediction_text": datasets.Value(
 REFERENCE = {"id": datasets.Value("string"), "answers": datasets.Sequence({"text": datasets.Value("string"), "answer_start": datasets.Value("int32")})}
 
 
-def matched(predictions, references):
-    """Predictions reordered to the references' ids; every reference needs one."""
-    by_id = {p["id"]: p for p in predictions}
-    missing = [r["id"] for r in references if r["id"] not in by_id]
-    if missing:
-        raise ValueError(f"no prediction for {len(missing)} questions (first: {missing[0]!r})")
-    return [by_id[r["id"]] for r in references], [list(r["answers"]["text"]) for r in references]
-
-
 class Squad(evaluate.Metric):
     def _info(self):
         return evaluate.MetricInfo(
@@ -27,5 +18,5 @@ class Squad(evaluate.Metric):
         )
 
     def _compute(self, predictions, references):
-        ordered, golds = matched(predictions, references)
+        ordered, golds = squad_scoring.in_reference_order(predictions, references)
         return squad_scoring.squad_v1([p["prediction_text"] for p in ordered], golds)

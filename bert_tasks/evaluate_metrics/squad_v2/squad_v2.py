@@ -20,10 +20,5 @@ class SquadV2(evaluate.Metric):
         )
 
     def _compute(self, predictions, references):
-        by_id = {p["id"]: p for p in predictions}
-        missing = [r["id"] for r in references if r["id"] not in by_id]
-        if missing:
-            raise ValueError(f"no prediction for {len(missing)} questions (first: {missing[0]!r})")
-        ordered = [by_id[r["id"]] for r in references]
-        golds = [list(r["answers"]["text"]) for r in references]
+        ordered, golds = squad_scoring.in_reference_order(predictions, references)
         return squad_scoring.squad_v2([p["prediction_text"] for p in ordered], golds, [p["null_diff"] for p in ordered], [p["span_text"] for p in ordered])
