@@ -6,6 +6,7 @@ from typing import Optional
 
 from transformers import PretrainedConfig, PreTrainedTokenizerBase
 
+from .arrow_store import read_file_to_arrow, store_root, streamable_file, wants_arrow
 from .backbone import check_positions, load_backbone_config, load_tokenizer
 from .config import ModelConfig, RunConfig
 from .data import Split, load_split
@@ -83,7 +84,11 @@ def read_splits(config: RunConfig, names: tuple[str, ...] = ("train", "validatio
     plain_text = TASKS.plugin_class(config.task.name).plain_text_files  # what a .txt file holds
     splits = {}
     if "train" in names and data.train is not None:
-        split = load_split("train", data.train, data.dataset, data.dataset_config, data.tsv_quoting, data.conll_columns, plain_text)
+        big_file = streamable_file(data.train)
+        if big_file is not None and wants_arrow(data.storage, source_bytes=big_file.stat().st_size):
+            split = read_file_to_arrow("train", big_file, data.tsv_quoting, store_root(data.cache_dir))
+        else:
+            split = load_split("train", data.train, data.dataset, data.dataset_config, data.tsv_quoting, data.conll_columns, plain_text)
         splits["train"] = split.head(config.train.max_train_samples)
     for name in names:
         if name == "train":

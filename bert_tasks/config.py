@@ -51,8 +51,14 @@ class DataConfig:
     label_column: str = "label"
     tsv_quoting: bool = False  # False: tabs split fields and quotes are text (GLUE TSVs need this)
     conll_columns: Optional[list[str]] = None  # names of CoNLL file columns; None: tokens pos_tags chunk_tags ner_tags (4 columns), tokens tags (2)
+    # Where the training split's rows live (arrow_store.py): memory (Python lists), arrow (memory-mapped
+    # files, cached by fingerprint: a second run does not re-tokenise), auto (arrow for big training data).
+    storage: Literal["auto", "memory", "arrow"] = "auto"
+    cache_dir: Optional[str] = None  # Arrow stores; None: $BERT_TASKS_CACHE/encoded, else ~/.cache/bert_tasks/encoded
+    num_proc: Optional[int] = None  # processes tokenising an Arrow store's chunks; None: 1
 
     def validate(self) -> None:
+        check_range("data.num_proc", self.num_proc, 1)
         for split in ("validation", "test"):
             eval_sets(self, split)  # a bad set name or key fails here, naming it
 

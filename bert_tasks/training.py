@@ -23,6 +23,7 @@ from transformers import PreTrainedModel, get_linear_schedule_with_warmup
 
 from . import atomic_files
 from .assembly import Assembly, build_model, prepare_task
+from .arrow_store import encode_training_split
 from .batching import EncodedDataset, LengthGroupedBatches
 from .checkpointing import Resumable, TrainerState, find_resumable, load_checkpoint, save_checkpoint, step_folders, step_name
 from .config import RunConfig, TrainConfig
@@ -118,7 +119,7 @@ def read_and_check_data(config: RunConfig) -> tuple[Task, EncodedDataset, list[t
     """Task fitted on the training data, the training data and every evaluation set encoded (bad
     rows fail here, before any weights load), and the metric that picks the best evaluation."""
     task, splits = prepare_task(config)
-    train_data = task.encode(splits["train"])
+    train_data = encode_training_split(task, splits["train"], config.data)
     sets = eval_sets(config.data)
     eval_data = [(eval_set, task.encode(splits[eval_set.split_key])) for eval_set in sets]
     best_metric = resolve_best_metric(config.train.best_metric, sets, task.metric_names)

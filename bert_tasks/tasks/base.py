@@ -108,6 +108,11 @@ class Task(ABC):
     def encode(self, split: Split, with_labels: bool = True) -> EncodedDataset:
         """Tokenise a split; with_labels=False for unlabelled input (prediction)."""
 
+    def encode_chunk_rows(self, wanted: int) -> int:
+        """Rows per piece when a big training split is encoded a piece at a time (arrow_store.py). Rows of
+        most tasks do not depend on each other, so any piece gives the same rows as the whole split."""
+        return wanted
+
     @abstractmethod
     def collate(self, features: list[dict[str, Any]]) -> dict[str, Any]:
         """Pad a list of encoded examples into ``{'inputs': {...}, 'labels': ..., 'index': ...}``."""

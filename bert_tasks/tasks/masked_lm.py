@@ -152,6 +152,12 @@ class MaskedLanguageModeling(Task):
                 raise DataError(f"{split.origin}: too little text: the fixed evaluation masks chose no token to predict")
         return EncodedDataset(columns)
 
+    def encode_chunk_rows(self, wanted: int) -> int:
+        """Whole documents per piece: each piece packs its own documents into rows and draws NSP/SOP partners
+        among them (the rows differ from encoding the split whole only at piece edges and in partners)."""
+        per = self.config.rows_per_document
+        return max(per, wanted // per * per)
+
     def _encode_queries(self, split: Split, column: str) -> EncodedDataset:
         """Prediction input: texts with the tokenizer's mask token where a word is to be filled in."""
         texts = split.texts(column, allow_empty=False)
