@@ -110,16 +110,15 @@ def _write_raw(name: str, path: Path, tsv_quoting: bool, partial: Path) -> dict[
 
 
 def _conform(table: pa.Table, schema: pa.Schema, chunk: Split) -> pa.Table:
-    """A later chunk's columns in the first chunk's types (an all-empty column reads as null there)."""
+    """A later chunk's columns in the first chunk's types. Only a column that is empty (null) in this chunk
+    may take the earlier type; any other difference is what read_file refuses within one file."""
     if table.schema.equals(schema):
         return table
-    try:
-        return table.select(schema.names).cast(schema)
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, KeyError):
-        differ = [f.name for f in schema if f.name in table.schema.names and table.schema.field(f.name).type != f.type]
-        raise DataError(f"{chunk.where(0)} onwards: field(s) {differ} hold other kinds of values than in the rows before "
-                        f"({', '.join(str(table.schema.field(n).type) for n in differ)} instead of "
-                        f"{', '.join(str(schema.field(n).type) for n in differ)})") from None
+    differ = [f.name for f in schema if table.schema.field(f.name).type != f.type and table.schema.field(f.name).type != pa.null()]
+    if differ:
+        kinds = ", ".join(f"{n!r}: {table.schema.field(n).type} here, {schema.field(n).type} before" for n in differ)
+        raise DataError(f"{chunk.where(0)} onwards: field(s) {differ} hold another kind of value than in the rows before ({kinds}); a column holds one kind of value")
+    return table.select(schema.names).cast(schema)
 
 
 # ---- encoded rows ---------------------------------------------------------------------------------
@@ -195,7 +194,7 @@ def _write_encoded(task: Any, split: Split, partial: Path, chunk_rows: int, num_
     index = datasets.Dataset.from_dict({"start": starts})
     with _quiet_datasets():
         out = index.map(encode_chunk, batched=True, batch_size=1, remove_columns=["start"], num_proc=processes if processes > 1 else None,
-                        cache_file_name=str(partial / "rows.arrow"), new_fingerprint=partial.name, desc="encoding")
+                        cache_file_name=str(partial / "rows.arrow"), new_fingerprint=partial.name.rsplit("-", 1)[-1][:40], desc="encoding")
     files = [Path(f["filename"]).name for f in out.cache_files]
     lengths = pc.list_value_length(out.data.column("input_ids")).to_numpy(zero_copy_only=False).astype(np.int32)
     np.save(partial / "lengths.npy", lengths)
