@@ -36,6 +36,36 @@ def make_accelerator(train: TrainConfig, run_dir: Optional[Path] = None) -> Acce
         raise ConfigError(f"train.mixed_precision={train.mixed_precision} / train.log_with={train.log_with}: {str(error).splitlines()[0]}") from None
 
 
+def check_distributed_setup(accelerator: Accelerator) -> None:
+    """Refuse launches bert_tasks would train wrongly, and say when a launch's sharding request cannot apply.
+
+    Accelerate shards (FSDP, DeepSpeed) only on GPUs: on CPUs an FSDP launch becomes plain data parallel
+    (MULTI_CPU, every process holding the whole model), which trains correctly, so it is only announced.
+    Sharded runs on GPUs are refused: checkpoints here save the model and optimiser from the main process,
+    which under sharding holds a part of them. A launch of N processes that Accelerate set up as N
+    unrelated single processes would train N copies into one folder: refused.
+    """
+    import os
+
+    from accelerate.utils import DistributedType
+
+    launched = int(os.environ.get("WORLD_SIZE", "1") or 1)
+    if launched > 1 and accelerator.num_processes == 1:
+        raise ConfigError(f"launched as one of {launched} processes (WORLD_SIZE={launched}) but Accelerate set up a single process "
+                          f"({accelerator.distributed_type.value}); on CPUs launch with `bert-tasks launch-config ddp_cpu`")
+    sharding = [name for name, flag in (("FSDP", "ACCELERATE_USE_FSDP"), ("DeepSpeed", "ACCELERATE_USE_DEEPSPEED"))
+                if os.environ.get(flag, "false").lower() == "true"]
+    if accelerator.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED):
+        raise ConfigError(f"{accelerator.distributed_type.value}: sharded training is not supported yet (checkpoints and best/ are saved "
+                          "from the main process, which holds only its shard); use `bert-tasks launch-config ddp` and train.gradient_checkpointing=true for memory")
+    if sharding and accelerator.is_main_process:
+        import sys
+
+        print(f"bert-tasks: the launch asks for {sharding[0]}, but Accelerate shards models on GPUs only; these "
+              f"{accelerator.num_processes} processes train as plain data parallel ({accelerator.distributed_type.value}), each holding the whole model",
+              file=sys.stderr, flush=True)
+
+
 def on_cpu(train: TrainConfig) -> bool:
     return train.cpu or not has_accelerator_device()
 

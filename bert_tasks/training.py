@@ -38,7 +38,7 @@ from .progress import Progress
 from .step_timing import StepTimer, format_breakdown
 from .run_guard import claim_run_dir, clear_previous_run, remove_if_unused, remove_leftovers
 from .rundir import BEST_DIR, CHECKPOINTS_DIR, FROZEN_CACHE_FILE, PARAMETERS_FILE, SUMMARY_FILE, append_metrics, keep_metrics_until, load_trained, save_weights, weights_size, write_run_files
-from .runtime import make_accelerator, peak_memory_mb, precision_choice, same_on_every_process
+from .runtime import check_distributed_setup, make_accelerator, peak_memory_mb, precision_choice, same_on_every_process
 from .strategies.base import Strategy
 from .summary import RunSummary
 from .tasks.base import Task
@@ -47,6 +47,7 @@ from .tasks.base import Task
 def train(config: RunConfig) -> RunSummary:
     """Train, evaluate and save one run; returns its summary (also in RUN_DIR/summary.json)."""
     accelerator = make_accelerator(config.train, config.run_dir)
+    check_distributed_setup(accelerator)
     with claimed_run_dir(config, accelerator) as checkpoint:
         set_seed(config.train.seed)
         check_batch_sizes(config.train, accelerator)

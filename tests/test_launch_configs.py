@@ -12,6 +12,7 @@ import yaml
 from accelerate.commands.config.config_args import load_config_from_file
 from accelerate.utils import DeepSpeedPlugin, DistributedType
 from conftest import tiny_recipe
+from safetensors.torch import load_file
 
 from bert_tasks.launch_configs import config_path, names
 from bert_tasks.rundir import read_metrics
@@ -34,14 +35,24 @@ def test_every_bundled_config_loads_through_accelerate():
 
 
 @pytest.mark.slow
-def test_the_cpu_data_parallel_config_trains_like_one_process(tmp_path, tiny_checkpoint_no_dropout):
+@pytest.mark.parametrize("config, port", [("ddp_cpu", 29547), ("fsdp_full_shard", 29548)])
+def test_two_cpu_processes_train_like_one_process_and_save_the_same_layout(tmp_path, tiny_checkpoint_no_dropout, config, port):
+    """ddp_cpu: data parallel over gloo. fsdp_full_shard on CPUs: Accelerate (1.x) shards only on GPUs and
+    runs the processes as plain data parallel (MULTI_CPU), which bert_tasks announces; the training and
+    the saved weights are those of one process."""
     recipe = tmp_path / "recipe.yaml"
     recipe.write_text(yaml.safe_dump(tiny_recipe(tiny_checkpoint_no_dropout, tmp_path / "runs", train={"max_eval_samples": 41})))
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    errors = {}
     for name, launcher in (("one", [sys.executable, "-m", "bert_tasks"]),
-                           ("two", [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(config_path("ddp_cpu")), "--main_process_port", "29547", "-m", "bert_tasks"])):
+                           ("two", [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(config_path(config)), "--main_process_port", str(port), "-m", "bert_tasks"])):
         done = subprocess.run([*launcher, "train", str(recipe), f"output.name={name}"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
         assert done.returncode == 0, done.stderr[-3000:]
+        errors[name] = done.stderr
     one, two = ([r for r in read_metrics(tmp_path / "runs" / name) if r["event"] in ("start", "eval")] for name in ("one", "two"))
     assert one[0]["processes"] == 1 and two[0]["processes"] == 2
     assert two[-1]["accuracy"] == pytest.approx(one[-1]["accuracy"], abs=0.03) and two[-1]["loss"] == pytest.approx(one[-1]["loss"], abs=1e-3)
+    weights = {name: load_file(str(tmp_path / "runs" / name / "best" / "model.safetensors")) for name in ("one", "two")}
+    assert {k: v.shape for k, v in weights["one"].items()} == {k: v.shape for k, v in weights["two"].items()}
+    announced = "the launch asks for FSDP, but Accelerate shards models on GPUs only" in errors["two"]
+    assert announced == (config == "fsdp_full_shard")
