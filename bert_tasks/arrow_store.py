@@ -26,6 +26,7 @@ import hashlib
 import json
 import os
 import shutil
+import socket
 import sys
 import time
 import uuid
@@ -42,20 +43,13 @@ from . import __version__
 from .batching import EncodedDataset
 from .data import STREAMED_SUFFIXES, ROW_RANGE, Split, read_file_in_chunks
 from .errors import DataError
-from .frozen.inventory import cache_root
+from .arrow_inventory import PARTIAL, remove_dead_builds, store_root
 
 AUTO_BYTES = 8 * 2**20  # data.storage=auto: a csv/tsv/jsonl training file this big goes to Arrow (~80,000 SST-2 rows)
 AUTO_ROWS = 100_000  # ... and so does any other training split with this many rows
 CHUNK_ROWS = 10_000  # rows read, checked and encoded at a time
 STORE_FORMAT = 1  # bump when what a store holds changes
 STORAGE_KEYS = ("storage", "cache_dir", "num_proc")  # data keys that do not change the encoded rows
-
-
-def store_root(cache_dir: Optional[str]) -> Path:
-    """data.cache_dir, else the shared bert_tasks cache's ``encoded`` folder."""
-    if cache_dir:
-        return Path(cache_dir).expanduser()
-    return cache_root().parent / "encoded" if not os.environ.get("BERT_TASKS_CACHE") else cache_root() / "encoded"
 
 
 def streamable_file(source: str) -> Optional[Path]:
@@ -235,7 +229,8 @@ def tokenizer_fingerprint(tokenizer: Any) -> str:
 def _build(folder: Path, write: Any) -> None:
     """Write a store into a partial folder of this process, then rename it into place."""
     folder.parent.mkdir(parents=True, exist_ok=True)
-    partial = folder.parent / f".partial-{os.getpid()}-{uuid.uuid4().hex[:8]}-{folder.name}"
+    remove_dead_builds(folder.parent)
+    partial = folder.parent / f"{PARTIAL}{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}-{folder.name}"
     partial.mkdir()
     try:
         info = write(partial)

@@ -123,14 +123,19 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
 
 
 def _cmd_cache(args: argparse.Namespace) -> int:
+    from . import arrow_inventory
     from .frozen.inventory import cache_root, clear, describe
 
     root = cache_root(args.dir)
+    data_root = Path(args.data_dir).expanduser() if args.data_dir else arrow_inventory.store_root(None)
     if args.clear:
         freed = clear(root)
         print(f"removed the frozen stores in {root}: {freed / 2**20:,.1f} MB freed")
+        freed = arrow_inventory.clear(data_root)
+        print(f"removed the training-data stores in {data_root}: {freed / 2**20:,.1f} MB freed")
     else:
         print(describe(root))
+        print(arrow_inventory.describe(data_root))
     return 0
 
 
@@ -200,8 +205,9 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("run_dirs", nargs="+")
     report.set_defaults(run=_cmd_report)
 
-    cache = commands.add_parser("cache", help="the stored outputs of frozen encoder parts (train.cache_frozen): list them, or --clear")
+    cache = commands.add_parser("cache", help="the stored outputs of frozen encoder parts (train.cache_frozen) and training-data stores (data.storage=arrow): list them, or --clear")
     cache.add_argument("--dir", help="the store folder (default: $BERT_TASKS_CACHE, else ~/.cache/bert_tasks/frozen)")
+    cache.add_argument("--data-dir", help="the training-data stores (data.cache_dir; default: $BERT_TASKS_CACHE/encoded, else ~/.cache/bert_tasks/encoded)")
     cache.add_argument("--clear", action="store_true", help="remove every store (and dead builds' leftovers) in it")
     cache.set_defaults(run=_cmd_cache)
     return parser

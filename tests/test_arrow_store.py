@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -152,3 +153,23 @@ def test_pretraining_pieces_hold_whole_documents_and_one_piece_gives_the_rows_in
     monkeypatch.setattr(arrow_store, "CHUNK_ROWS", 6)
     pieces = arrow_store.encode_to_arrow(task, splits["train"], tmp_path / "stores")  # another key: 6 rows a piece
     assert pieces.folder != stored.folder and len(pieces) > 0
+
+
+def test_cache_command_lists_and_clears_stores_and_only_dead_builds(tmp_path, tiny_checkpoint, capsys):
+    import socket
+    import subprocess
+
+    from bert_tasks.cli import main
+
+    _train(tiny_checkpoint, tmp_path, "run", _demo_csv_sections(), storage="arrow")
+    stores = tmp_path / "stores"
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    host = socket.gethostname()
+    killed, live = stores / f".partial-{host}-{dead.pid}-0000-encoded-x", stores / f".partial-{host}-{os.getpid()}-0000-encoded-y"
+    killed.mkdir(), live.mkdir()
+    (stores / "mine.txt").write_text("not a store")
+    assert main(["cache", "--dir", str(tmp_path / "frozen"), "--data-dir", str(stores)]) == 0
+    assert "2 training-data stores (data.storage=arrow)" in capsys.readouterr().out  # the raw rows and the encoded rows
+    assert main(["cache", "--dir", str(tmp_path / "frozen"), "--data-dir", str(stores), "--clear"]) == 0
+    assert sorted(p.name for p in stores.iterdir()) == sorted([live.name, "mine.txt"])
