@@ -7,6 +7,7 @@ from typing import Optional
 from transformers import PretrainedConfig, PreTrainedTokenizerBase
 
 from .arrow_store import read_file_to_arrow, store_root, streamable_file, wants_arrow
+from .streaming import CHUNK_ROWS, check_streaming, first_chunk, stream_chunks
 from .backbone import check_positions, load_backbone_config, load_tokenizer
 from .config import ModelConfig, RunConfig
 from .data import Split, load_split
@@ -66,6 +67,7 @@ def prepare_task(config: RunConfig) -> tuple[Task, dict[str, Split]]:
     backbone_config = load_backbone_config(config.model.checkpoint, config.model.revision)  # fail fast on a bad checkpoint
     task = build_task(config, tokenizer)
     check_positions(backbone_config, task.position_lengths(), config.model.checkpoint)
+    check_streaming(config, task)
     splits = read_splits(config)
     task.fit(splits["train"])
     return task, splits
@@ -83,7 +85,9 @@ def read_splits(config: RunConfig, names: tuple[str, ...] = ("train", "validatio
     data = config.data
     plain_text = TASKS.plugin_class(config.task.name).plain_text_files  # what a .txt file holds
     splits = {}
-    if "train" in names and data.train is not None:
+    if "train" in names and data.train is not None and data.streaming:
+        splits["train"] = first_chunk(stream_chunks(config, plain_text, CHUNK_ROWS))  # what the task is fitted and checked on
+    elif "train" in names and data.train is not None:
         big_file = streamable_file(data.train)
         if big_file is not None and wants_arrow(data.storage, source_bytes=big_file.stat().st_size):
             split = read_file_to_arrow("train", big_file, data.tsv_quoting, store_root(data.cache_dir))

@@ -56,6 +56,9 @@ class DataConfig:
     storage: Literal["auto", "memory", "arrow"] = "auto"
     cache_dir: Optional[str] = None  # Arrow stores; None: $BERT_TASKS_CACHE/encoded, else ~/.cache/bert_tasks/encoded
     num_proc: Optional[int] = None  # processes tokenising an Arrow store's chunks; None: 1
+    # Read, encode and batch the training rows as training goes, never storing them (streaming.py; pretraining
+    # corpora bigger than the disk): csv/tsv/jsonl/.txt files or a Hub split. Needs train.max_steps.
+    streaming: bool = False
 
     def validate(self) -> None:
         check_range("data.num_proc", self.num_proc, 1)
@@ -86,6 +89,7 @@ class TrainConfig:
     log_every: int = 10  # optimiser steps between training-loss records in metrics.jsonl
     resume: bool = False  # continue from the newest checkpoint in the run directory
     max_train_samples: Optional[int] = None  # first N training rows (quick runs)
+    max_steps: Optional[int] = None  # stop after this many optimiser steps (sooner than epochs would); needed with data.streaming
     max_eval_samples: Optional[int] = None
     log_with: Optional[str] = None  # an Accelerate tracker, e.g. 'tensorboard'
     cpu: bool = False  # train on the CPU even when a GPU is present
@@ -119,6 +123,7 @@ class TrainConfig:
         check_range("train.early_stopping_patience", self.early_stopping_patience, 0, hint="0 never stops early")
         check_range("train.keep_checkpoints", self.keep_checkpoints, 0, hint="0 keeps all")
         check_range("train.max_train_samples", self.max_train_samples, 1)
+        check_range("train.max_steps", self.max_steps, 1)
         check_range("train.max_eval_samples", self.max_eval_samples, 1)
         check_range("train.num_workers", self.num_workers, 0)
         for key in ("eval_every", "save_every"):

@@ -13,7 +13,7 @@ import sys
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any, Iterator, Optional, Union
 
 import torch
 from accelerate import Accelerator
@@ -24,6 +24,7 @@ from transformers import PreTrainedModel, get_linear_schedule_with_warmup
 from . import atomic_files
 from .assembly import Assembly, build_model, prepare_task
 from .arrow_store import encode_training_split
+from .streaming import StreamedBatches, training_stream
 from .batching import EncodedDataset, LengthGroupedBatches
 from .checkpointing import Resumable, TrainerState, find_resumable, load_checkpoint, save_checkpoint, step_folders, step_name
 from .config import RunConfig, TrainConfig
@@ -120,7 +121,7 @@ def read_and_check_data(config: RunConfig) -> tuple[Task, EncodedDataset, list[t
     """Task fitted on the training data, the training data and every evaluation set encoded (bad
     rows fail here, before any weights load), and the metric that picks the best evaluation."""
     task, splits = prepare_task(config)
-    train_data = encode_training_split(task, splits["train"], config.data)
+    train_data = training_stream(config, task) if config.data.streaming else encode_training_split(task, splits["train"], config.data)
     sets = eval_sets(config.data)
     eval_data = [(eval_set, task.encode(splits[eval_set.split_key])) for eval_set in sets]
     best_metric = resolve_best_metric(config.train.best_metric, sets, task.metric_names)
@@ -137,20 +138,27 @@ class TrainingLoop:
         self.run_dir, self.main = config.run_dir, accelerator.is_main_process
         self.train_data, self.eval_data, self.best_metric = train_data, eval_data, best_metric
         self.precision = precision_choice(tc)  # what make_accelerator gave the Accelerator, with its reason
-        self.sampler = LengthGroupedBatches(train_data.lengths, tc.batch_size, shuffle=True, seed=tc.seed, group_by_length=tc.group_by_length)
         # Own generator: a DataLoader otherwise draws its seed from the global RNG, which would shift
         # dropout masks after a resume (the iterator is re-created mid-epoch). Saved with checkpoints.
         self.loader_generator = torch.Generator().manual_seed(tc.seed)
-        train_loader = DataLoader(train_data, batch_sampler=self.sampler, collate_fn=self.task.collate, num_workers=tc.num_workers, generator=self.loader_generator)
+        if isinstance(train_data, StreamedBatches):  # batches made as the stream is read (streaming.py)
+            self.sampler: Union[LengthGroupedBatches, StreamedBatches] = train_data
+            train_loader = DataLoader(train_data, batch_size=tc.batch_size, drop_last=True, collate_fn=self.task.collate, generator=self.loader_generator)
+        else:
+            self.sampler = LengthGroupedBatches(train_data.lengths, tc.batch_size, shuffle=True, seed=tc.seed, group_by_length=tc.group_by_length)
+            train_loader = DataLoader(train_data, batch_sampler=self.sampler, collate_fn=self.task.collate, num_workers=tc.num_workers, generator=self.loader_generator)
         loaders = [train_loader] + [eval_loader(data, self.task, tc.eval_batch_size, tc.num_workers) for _, data in eval_data]
         self.steps_per_epoch = math.ceil(len(self.sampler) / tc.gradient_accumulation_steps)
-        self.total_steps = max(1, math.ceil(self.steps_per_epoch * tc.epochs))
+        epochs = 1 if isinstance(train_data, StreamedBatches) else tc.epochs  # a stream's "epoch" is train.max_steps
+        self.total_steps = max(1, min(math.ceil(self.steps_per_epoch * epochs), tc.max_steps or math.inf))
         if tc.gradient_checkpointing:
             enable_gradient_checkpointing(assembly.model)
         optimizer = make_optimizer(assembly.model, tc)
         scheduler = get_linear_schedule_with_warmup(optimizer, tc.warmup_steps or math.ceil(tc.warmup_ratio * self.total_steps), self.total_steps)
         self.model, self.optimizer, self.scheduler, *loaders = accelerator.prepare(assembly.model, optimizer, scheduler, *loaders)
         self.train_loader, self.eval_loaders = loaders[0], loaders[1:]
+        if isinstance(train_data, StreamedBatches):  # Accelerate's loader for a stream drops the generator: each new
+            self.train_loader.generator = self.loader_generator  # iterator would draw its seed from the global RNG (dropout)
         self.trainable_params = [p for p in self.model.parameters() if p.requires_grad]
         network = accelerator.unwrap_model(self.model)
         self.frozen = plan_frozen(tc, accelerator, network, self.task, assembly.strategy, train_data, [(s.split_key, data) for s, data in eval_data])
@@ -193,7 +201,7 @@ class TrainingLoop:
             self.accelerator.init_trackers(self.run_dir.name, config={"learning_rate": tc.learning_rate, "batch_size": tc.batch_size, "strategy": self.assembly.strategy.describe()})
         if self.main and not resumed:
             append_metrics(self.run_dir, {"event": "start", "trainable_parameters": self.trainable, "total_parameters": self.total,
-                                          "train_examples": len(self.train_data), "total_steps": self.total_steps, "processes": self.accelerator.num_processes,
+                                          "train_examples": None if isinstance(self.train_data, StreamedBatches) else len(self.train_data), "total_steps": self.total_steps, "processes": self.accelerator.num_processes,
                                           "frozen_cache": self.frozen.cached, "frozen_cut": self.frozen.record.get("cut"),
                                           "precision": self.precision.precision, "precision_reason": self.precision.reason})
 

@@ -22,7 +22,7 @@ def _run(command: list[str], cwd) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("task", ["classification", "tagging", "seq2seq", "mlm"])
+@pytest.mark.parametrize("task", ["classification", "tagging", "seq2seq", "mlm", "mlm-stream"])
 def test_two_processes_match_one(tmp_path, tiny_checkpoint_no_dropout, task):
     # tagging: per-token outputs of different lengths on each process are padded, gathered and trimmed;
     # seq2seq: generated ids of different lengths likewise, and the loss is summed over target tokens
@@ -32,6 +32,8 @@ def test_two_processes_match_one(tmp_path, tiny_checkpoint_no_dropout, task):
         # masks drawn per (seed, epoch, row) and fixed evaluation masks: the same on either process; NSP
         # negatives and segment packing are seeded by task.corpus_seed
         "mlm": lambda: {"task": {"name": "mlm", "max_length": 32, "sentence_objective": "nsp"}},
+        # streamed rows: the main process reads the stream, Accelerate hands each process its share
+        "mlm-stream": lambda: {"task": {"name": "mlm", "max_length": 32, "sentence_objective": "nsp"}, "data": {"streaming": True}},
     }.get(task, dict)()
     recipe = tiny_recipe(
         tiny_checkpoint_no_dropout, tmp_path / "runs",
@@ -41,6 +43,8 @@ def test_two_processes_match_one(tmp_path, tiny_checkpoint_no_dropout, task):
         train={"epochs": 2, "eval_every": 3, "eval_batch_size": 32, "max_train_samples": 90, "max_eval_samples": 41},
         **sections,
     )
+    if task == "mlm-stream":
+        recipe["train"]["max_steps"] = 12
     path = tmp_path / "recipe.yaml"
     path.write_text(yaml.safe_dump(recipe))
     _run([sys.executable, "-m", "bert_tasks", "train", str(path), "output.name=one"], tmp_path)

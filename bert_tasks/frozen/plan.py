@@ -95,6 +95,9 @@ def plan_frozen(tc: TrainConfig, accelerator: Accelerator, model: TaskModel, tas
     if tc.cache_frozen is False:
         plan.record["reason"] = "train.cache_frozen=false"
         return plan
+    if not isinstance(train_data, EncodedDataset):
+        plan.record["reason"] = "the training rows are streamed (data.streaming), not stored"
+        return plan
     if cut is None:
         reason = f"strategy {strategy.registered_name!r} leaves no frozen lower part of the encoder"
         plan.record["reason"] = reason

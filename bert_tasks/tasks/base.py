@@ -72,6 +72,9 @@ class Task(ABC):
     # Task config keys that only change how outputs become answers (a threshold, a beam width): `bert-tasks
     # evaluate RUN task.KEY=VALUE` may change them on a trained run; any other task key would need training again.
     decoding_keys: tuple[str, ...] = ()
+    # True when fitting the task needs nothing from the whole training split (no label set to learn), so
+    # its training rows can be streamed (data.streaming) and fitted on the first chunk.
+    streamable_training: bool = False
 
     def __init__(self, config: Any, data: DataConfig, tokenizer: PreTrainedTokenizerBase) -> None:
         self.config = config

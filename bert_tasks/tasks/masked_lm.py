@@ -92,6 +92,7 @@ class MaskedLanguageModeling(Task):
     fixed_inputs = False  # fresh masks every epoch
     outputs_vary_in_length = True  # prediction: candidates for each [MASK] of a text
     plain_text_files = True
+    streamable_training = True  # nothing to learn from the corpus before training: it can be streamed
 
     def __init__(self, config: MaskedLMConfig, data: Any, tokenizer: PreTrainedTokenizerBase) -> None:
         super().__init__(config, data, tokenizer)
