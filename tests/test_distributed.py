@@ -90,3 +90,22 @@ def test_two_processes_resume_to_the_same_weights(tmp_path, tiny_checkpoint):
     for name in ("best/model.safetensors", f"checkpoints/{checkpoint_dirs(whole)[-1].name}/model.safetensors"):
         a, b = load_file(str(whole / name)), load_file(str(cut / name))
         assert all(torch.equal(a[k], b[k]) for k in a), name
+
+
+@pytest.mark.slow
+def test_the_multi_node_command_trains_like_one_process(tmp_path, tiny_checkpoint_no_dropout):
+    """The README's two-machine torchrun command, with both "machines" on this one (node ranks 0 and 1,
+    one process each, rendezvous at 127.0.0.1): the run equals a one-process run."""
+    recipe = tiny_recipe(tiny_checkpoint_no_dropout, tmp_path / "runs", train={"epochs": 1, "max_train_samples": 64, "max_eval_samples": 41})
+    path = tmp_path / "recipe.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    _run([sys.executable, "-m", "bert_tasks", "train", str(path), "output.name=one"], tmp_path)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    nodes = [subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc_per_node", "1", "--node_rank", str(rank),
+                               "--master_addr", "127.0.0.1", "--master_port", "29541", "-m", "bert_tasks", "train", str(path), "output.name=two"],
+                              cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for rank in (0, 1)]
+    outputs = [node.communicate(timeout=600) for node in nodes]
+    assert all(node.returncode == 0 for node in nodes), [err[-2000:] for _, err in outputs]
+    one, two = ([r for r in read_metrics(tmp_path / "runs" / name) if r["event"] in ("start", "eval")] for name in ("one", "two"))
+    assert two[0]["processes"] == 2
+    assert two[-1]["loss"] == pytest.approx(one[-1]["loss"], abs=1e-5) and two[-1]["accuracy"] == pytest.approx(one[-1]["accuracy"], abs=0.01)
