@@ -73,6 +73,9 @@ class TrainConfig:
     eval_batch_size: int = 64
     learning_rate: float = 2e-5
     weight_decay: float = 0.01  # never applied to biases and LayerNorm weights
+    # Layer-wise learning-rate decay: the top encoder layer trains at learning_rate, each lower one at the
+    # rate above times this factor, the embeddings one step below the bottom layer (optim.py); None: off
+    layer_lr_decay: Optional[float] = None
     adam_epsilon: float = 1e-8
     warmup_steps: int = 0  # linear warmup from 0; give this or warmup_ratio, not both
     warmup_ratio: float = 0.0  # fraction of all optimiser steps spent warming up
@@ -124,6 +127,7 @@ class TrainConfig:
         check_range("train.keep_checkpoints", self.keep_checkpoints, 0, hint="0 keeps all")
         check_range("train.max_train_samples", self.max_train_samples, 1)
         check_range("train.max_steps", self.max_steps, 1)
+        check_range("train.layer_lr_decay", self.layer_lr_decay, 0.0, 1.0, low_open=True)
         check_range("train.max_eval_samples", self.max_eval_samples, 1)
         check_range("train.num_workers", self.num_workers, 0)
         for key in ("eval_every", "save_every"):

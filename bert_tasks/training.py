@@ -299,7 +299,8 @@ class TrainingLoop:
             self.progress.step(step, self.state.samples_seen)
             return
         mean_loss = self.accelerator.reduce(self.running_loss.clone(), reduction="mean").item() / self.running_batches
-        learning_rate = self.scheduler.get_last_lr()[0]
+        schedule = getattr(self.scheduler, "scheduler", self.scheduler)  # the LambdaLR inside Accelerate's wrapper
+        learning_rate = self.tc.learning_rate * schedule.lr_lambdas[0](schedule.last_epoch)  # at train.learning_rate (groups may scale it)
         if self.main:
             append_metrics(self.run_dir, {"event": "train", "step": step, "loss": mean_loss, "learning_rate": learning_rate})
         self.accelerator.log({"train/loss": mean_loss, "train/learning_rate": learning_rate}, step=step)
