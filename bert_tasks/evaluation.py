@@ -1,6 +1,7 @@
 """Evaluation on any number of processes: length-sorted batches, gather_for_metrics, input order restored."""
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Optional
 
@@ -20,6 +21,7 @@ from .frozen.store import FrozenStore
 from .registry import TASKS
 from .rundir import load_run_config, open_run
 from .runtime import make_accelerator
+from .sanity import baseline_of, learning_warnings
 from .tasks.base import PAD_OUTPUT, Task
 
 
@@ -55,14 +57,22 @@ def predict_outputs(accelerator: Accelerator, model: torch.nn.Module, loader: Da
 
 
 def evaluate(accelerator: Accelerator, model: torch.nn.Module, loader: DataLoader, task: Task, data: EncodedDataset,
-             frozen: Optional[FrozenStore] = None) -> dict[str, float]:
-    """The task's metrics plus the loss, over every row of ``data``."""
+             frozen: Optional[FrozenStore] = None, notes: Optional[list[str]] = None) -> dict[str, float]:
+    """The task's metrics plus the loss, over every row of ``data``; ``notes`` collects what the model
+    has failed to learn (collapsed predictions, a main metric at or below the trivial baseline: sanity.py)."""
     if "labels" not in data.columns:
         raise BertTasksError("evaluation data has no labels")
     outputs = predict_outputs(accelerator, model, loader, data, task, frozen)
     results = task.compute_metrics(outputs, data)
     results["loss"] = task.evaluation_loss(outputs, data)
+    if notes is not None:
+        notes.extend(learning_warnings(task, outputs, data, results))
     return results
+
+
+def warn(notes: list[str], where: str) -> None:
+    for note in notes:
+        print(f"bert-tasks: warning: {where}: {note}", file=sys.stderr, flush=True)
 
 
 def evaluate_run(run_dir: Path, overrides: tuple[str, ...] = (), split: str = "validation", device: str = "auto") -> tuple[dict[str, float], Optional[str]]:
@@ -88,7 +98,12 @@ def evaluate_run(run_dir: Path, overrides: tuple[str, ...] = (), split: str = "v
     results: dict[str, float] = {}
     for eval_set, data in encoded:
         loader = accelerator.prepare(eval_loader(data, assembly.task, config.train.eval_batch_size))
-        results.update(with_prefix(evaluate(accelerator, model, loader, assembly.task, data), eval_set))
+        notes: list[str] = []
+        results.update(with_prefix(evaluate(accelerator, model, loader, assembly.task, data, notes=notes), eval_set))
+        baseline = baseline_of(assembly.task, data)
+        if baseline is not None:
+            print(f"bert-tasks: {eval_set.label}: trivial baseline, {baseline.describe(assembly.task.metric_names)}", file=sys.stderr)
+        warn(notes, eval_set.label)
     return results, task_reports(assembly.task, results, [s.name for s in sets if s.name])
 
 

@@ -70,6 +70,16 @@ def results_by_set(config: RunConfig, summary: RunSummary) -> list[tuple[EvalSet
     return out
 
 
+def _sanity(summary: RunSummary) -> str:
+    """The trivial baselines beside the results, and what the last evaluation warned about."""
+    lines = []
+    for label, baseline in summary.baselines.items():
+        scores = ", ".join(f"{k} {v:.4f}" for k, v in baseline.items() if k != "name" and isinstance(v, (int, float)))
+        lines.append(f"Trivial baseline on `{label}` ({baseline['name']}): {scores}.")
+    lines.extend(f"**Warning** (last evaluation): {warning}." for warning in summary.warnings)
+    return "\n" + "\n\n".join(lines) + "\n" if lines else ""
+
+
 def _usage(task: Any, export: dict[str, Any], name: str) -> str:
     if export["format"] == "transformers":
         return (
@@ -113,7 +123,7 @@ Evaluated on {dataset_name(config)}, {'sets' if summary.eval_sets else 'split'} 
 | set | metric | value |
 |---|---|---|
 {rows}
-
+{_sanity(summary)}
 ## Training
 
 Data: {dataset_name(config)} (train: `{config.data.train}`). Task options: {', '.join(f'{k}={v}' for k, v in task_options.items()) or 'defaults'}.

@@ -35,12 +35,15 @@ class RunSummary:
     precision_reason: str = ""
     step_breakdown_ms: dict[str, float] = field(default_factory=dict)  # train.step_breakdown=true: ms per optimiser step per phase
     eval_sets: list[str] = field(default_factory=list)  # names of the evaluation sets (metrics 'name/metric'); empty: one unnamed set
+    baselines: dict[str, dict[str, Any]] = field(default_factory=dict)  # per set: the trivial baseline's 'name' and scores (sanity.py)
+    warnings: list[str] = field(default_factory=list)  # what the last evaluation found the model has not learned
 
     @classmethod
     def create(
         cls, config: RunConfig, strategy: str, best_metric: str, state: Any, trainable: int, total: int, processes: int, checkpoint_bytes: int,
         peak_memory_mb: float = 0.0, frozen_cache: Optional[dict[str, Any]] = None, precision: Optional[Any] = None,
-        step_breakdown_ms: Optional[dict[str, float]] = None,
+        step_breakdown_ms: Optional[dict[str, float]] = None, baselines: Optional[dict[str, dict[str, Any]]] = None,
+        warnings: Optional[list[str]] = None,
     ) -> "RunSummary":
         seconds = state.train_seconds
         return cls(
@@ -52,6 +55,7 @@ class RunSummary:
             learning_rate=config.train.learning_rate, seed=config.train.seed, frozen_cache=dict(frozen_cache or {}),
             precision=precision.precision if precision else "", precision_reason=precision.reason if precision else "",
             step_breakdown_ms=dict(step_breakdown_ms or {}), eval_sets=[s.name for s in eval_sets(config.data) if s.name],
+            baselines=dict(baselines or {}), warnings=list(warnings or []),
         )
 
     @property

@@ -39,6 +39,7 @@ from .progress import Progress
 from .step_timing import StepTimer, format_breakdown
 from .run_guard import claim_run_dir, clear_previous_run, remove_if_unused, remove_leftovers
 from .rundir import BEST_DIR, CHECKPOINTS_DIR, FROZEN_CACHE_FILE, PARAMETERS_FILE, SUMMARY_FILE, append_metrics, keep_metrics_until, load_trained, save_weights, weights_size, write_run_files
+from .sanity import baseline_of
 from .runtime import check_distributed_setup, make_accelerator, peak_memory_mb, precision_choice, same_on_every_process
 from .strategies.base import Strategy
 from .summary import RunSummary
@@ -171,6 +172,8 @@ class TrainingLoop:
         self.running_loss, self.running_batches = torch.zeros((), device=accelerator.device), 0  # Shape: []
         self.progress: Optional[Progress] = None
         self.timer = StepTimer(tc.step_breakdown, accelerator.device)
+        self.baselines: dict[str, dict[str, Any]] = {}  # per evaluation set: the trivial baseline's name and scores
+        self.warnings: list[str] = []  # what the last evaluation found the model has not learned
 
     @property
     def resumable(self) -> Resumable:
@@ -197,6 +200,11 @@ class TrainingLoop:
             atomic_files.write_json(self.run_dir / FROZEN_CACHE_FILE, self.frozen.record)
             print(format_report(report))
             print(f"bert-tasks: precision {self.precision.label} ({self.precision.reason})", file=sys.stderr)
+            for eval_set, data in self.eval_data:  # what a model that learned nothing would score (sanity.py)
+                baseline = baseline_of(self.task, data)
+                if baseline is not None:
+                    self.baselines[eval_set.label] = {"name": baseline.name, **baseline.scores}
+                    print(f"bert-tasks: {eval_set.label}: trivial baseline, {baseline.describe(self.task.metric_names)}", file=sys.stderr)
         if tc.log_with:
             self.accelerator.init_trackers(self.run_dir.name, config={"learning_rate": tc.learning_rate, "batch_size": tc.batch_size, "strategy": self.assembly.strategy.describe()})
         if self.main and not resumed:
@@ -324,9 +332,13 @@ class TrainingLoop:
             return False
         state, accelerator = self.state, self.accelerator
         results: dict[str, float] = {}
+        warnings: list[str] = []
         for (eval_set, data), loader in zip(self.eval_data, self.eval_loaders):
-            scores = evaluate(accelerator, self.model, loader, self.task, data, self.frozen.evaluation.get(eval_set.split_key))
+            notes: list[str] = []
+            scores = evaluate(accelerator, self.model, loader, self.task, data, self.frozen.evaluation.get(eval_set.split_key), notes)
             results.update(with_prefix(scores, eval_set))
+            warnings.extend(f"{eval_set.label}: {note}" for note in notes)
+        self.warnings = warnings
         value = results[self.best_metric]
         better = state.best_value is None or (value > state.best_value if greater_is_better(self.best_metric) else value < state.best_value)
         if better:
@@ -339,9 +351,11 @@ class TrainingLoop:
         record = {"event": "eval", "step": state.global_step, "epoch": round(state.global_step / self.steps_per_epoch, 3),
                   "train_seconds": round(state.train_seconds, 3), **results}
         if self.main:
-            append_metrics(self.run_dir, record)
+            append_metrics(self.run_dir, {**record, **({"warnings": warnings} if warnings else {})})
             shown = {k: v for k, v in headline(record, [s for s, _ in self.eval_data]).items() if k != "train_seconds"}  # breakdowns stay in metrics.jsonl
             self.progress.note(" ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in shown.items()))
+            for warning in warnings:
+                self.progress.note(f"bert-tasks: warning: {warning}")
         accelerator.log({f"eval/{k}": v for k, v in results.items()}, step=state.global_step)
         accelerator.wait_for_everyone()
         patience = self.tc.early_stopping_patience
@@ -374,7 +388,7 @@ def finish(config: RunConfig, accelerator: Accelerator, loop: TrainingLoop) -> R
     summary = RunSummary.create(
         config, strategy.describe(), loop.best_metric, loop.state, loop.trainable, loop.total, accelerator.num_processes,
         weights_size(run_dir), peak_memory_mb(accelerator.device), loop.frozen.record, loop.precision,
-        loop.timer.per_step_ms(loop.state.global_step - loop.first_step),
+        loop.timer.per_step_ms(loop.state.global_step - loop.first_step), loop.baselines, loop.warnings,
     )
     if accelerator.is_main_process:
         summary.save(run_dir)

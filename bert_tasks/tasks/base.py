@@ -170,6 +170,16 @@ class Task(ABC):
         return None
 
     @abstractmethod
+    def baseline(self, data: EncodedDataset) -> Optional[Any]:
+        """This task's metrics on ``data`` for a trivial answer it computes itself (a sanity.Baseline: the
+        majority class, no answer, the first line); None: no trivial answer fits the task."""
+        return None
+
+    def collapse(self, outputs: list[np.ndarray], data: EncodedDataset) -> Optional[str]:
+        """Words for predictions that have collapsed (one class for nearly every row, the same answer to
+        every question); None: they have not."""
+        return None
+
     def format_predictions(self, outputs: list[np.ndarray], data: EncodedDataset) -> list[dict[str, Any]]:
         """One JSON-able answer per example (label and scores, ...)."""
 

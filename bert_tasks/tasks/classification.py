@@ -8,6 +8,7 @@ and a linear layer: one output per label (cross-entropy) or one output
 """
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 from typing import Any, Iterable, Literal, Optional, Sequence, Union
 
@@ -25,6 +26,7 @@ from ..data import Split
 from ..errors import ConfigError, DataError
 from ..ranges import check_range
 from ..registry import TASKS
+from ..sanity import MIN_ROWS, Baseline, collapsed
 from ..model import TaskModel
 from .base import Task, head_dropout, initializer_range, labelled_config
 
@@ -116,6 +118,11 @@ class Classification(Task):
 
     # -- what the data defines ------------------------------------------------
     def fit(self, train: Split) -> None:
+        self._fit_labels(train)
+        if not self.regression:  # the trivial baseline: always the most common training label (sanity.py)
+            self.majority = self.labels[Counter(self._label_ids(train)).most_common(1)[0][0]]
+
+    def _fit_labels(self, train: Split) -> None:
         self._check_columns(train, with_labels=True)
         if self.regression or self.config.labels:
             return
@@ -133,10 +140,11 @@ class Classification(Task):
             raise DataError(f"{train.origin}: column {self.data.label_column!r} has {len(self.labels)} distinct label(s); classification needs at least 2")
 
     def state_dict(self) -> dict[str, Any]:
-        return {"labels": self.labels, "problem": self.config.problem}
+        return {"labels": self.labels, "problem": self.config.problem, "majority": getattr(self, "majority", None)}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.labels = list(state["labels"])
+        self.majority = state.get("majority")
 
     @property
     def num_outputs(self) -> int:
@@ -245,6 +253,27 @@ class Classification(Task):
         if self.regression:
             return metrics.compute(self.metric_names, metrics.REGRESSION_METRICS, outputs.reshape(-1), labels.astype(np.float64))
         return metrics.compute(self.metric_names, metrics.CLASSIFICATION_METRICS, outputs.argmax(-1), labels)
+
+    def baseline(self, data: EncodedDataset) -> Optional[Baseline]:
+        """Every row the majority class of the training data (regression: none; a constant has no correlation)."""
+        if self.regression:
+            return None
+        labels = np.asarray(data.columns["labels"])
+        majority, where = getattr(self, "majority", None), "of the training data"
+        if majority not in self.labels:
+            majority, where = self.labels[int(np.bincount(labels, minlength=len(self.labels)).argmax())], "of this set"
+        constant = np.full(len(labels), self.labels.index(majority))
+        return Baseline(f"majority class {majority!r} {where}", metrics.compute(self.metric_names, metrics.CLASSIFICATION_METRICS, constant, labels))
+
+    def collapse(self, outputs: list[np.ndarray], data: EncodedDataset) -> Optional[str]:
+        stacked = np.stack(outputs)
+        if self.regression:
+            labels = np.asarray(data.columns["labels"], dtype=np.float64)
+            spread, wanted = float(stacked.std()), float(labels.std())
+            if len(labels) >= MIN_ROWS and wanted > 0 and spread < 0.01 * wanted:
+                return f"every score is about {float(stacked.mean()):.4f} (spread {spread:.2g}, the labels' {wanted:.2g})"
+            return None
+        return collapsed([self.labels[int(i)] for i in stacked.argmax(-1)], "predicted classes")
 
     def format_predictions(self, outputs: list[np.ndarray], data: EncodedDataset) -> list[dict[str, Any]]:
         outputs = np.stack(outputs)

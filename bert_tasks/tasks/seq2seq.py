@@ -29,6 +29,7 @@ from ..ranges import check_range
 from ..generation_metrics import GENERATION_METRICS, generation_scores
 from ..model import TaskModel
 from ..registry import TASKS
+from ..sanity import MIN_ROWS, Baseline, collapsed, first_line
 from .base import Task
 from .seq2seq_network import (
     Seq2SeqHead,
@@ -126,6 +127,7 @@ class Seq2Seq(Task):
             pieces = self.tokenizer(targets, add_special_tokens=False, truncation=True, max_length=self.config.max_target_length - 1)["input_ids"]
             columns["labels"] = [ids + [self.end_id] for ids in pieces]  # y_1 .. y_n [SEP]: the decoder learns to stop
             meta["references"] = targets  # scored untruncated, as published figures are
+            meta["sources"] = sources  # for the first-line baseline (sanity.py)
         return EncodedDataset(columns, meta=meta)
 
     def collate(self, features: list[dict[str, Any]]) -> dict[str, Any]:
@@ -252,6 +254,22 @@ class Seq2Seq(Task):
     def compute_metrics(self, outputs: list[np.ndarray], data: EncodedDataset) -> dict[str, float]:
         texts, lengths = self._generated(outputs)
         return generation_scores(texts, data.meta["references"], lengths, self.metric_names)
+
+    def baseline(self, data: EncodedDataset) -> Optional[Baseline]:
+        """Each source's first line (a dialogue's first turn; one-line texts: their first sentence), as the lead
+        baseline of summarisation."""
+        sources = data.meta.get("sources")
+        if not sources:
+            return None
+        firsts = [first_line(text) for text in sources]
+        lengths = [len(ids) for ids in self.tokenizer(firsts, add_special_tokens=False)["input_ids"]]
+        return Baseline("the first line of each source", generation_scores(firsts, data.meta["references"], lengths, self.metric_names))
+
+    def collapse(self, outputs: list[np.ndarray], data: EncodedDataset) -> Optional[str]:
+        texts, _ = self._generated(outputs)
+        if len(texts) >= MIN_ROWS and not any(texts):
+            return f"every one of the {len(texts):,} generated texts is empty"
+        return collapsed(texts, "generated texts")
 
     def format_predictions(self, outputs: list[np.ndarray], data: EncodedDataset) -> list[dict[str, Any]]:
         texts, _ = self._generated(outputs)

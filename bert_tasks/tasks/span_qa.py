@@ -32,6 +32,7 @@ from ..ranges import check_range
 from ..squad_format import is_offset
 from ..atomic_files import replacing
 from ..registry import TASKS
+from ..sanity import MIN_ROWS, Baseline, collapsed
 from .base import Task, initializer_range
 from .span_decoding import best_spans
 
@@ -242,6 +243,22 @@ class SpanQA(Task):
         if not self.config.version_2:
             return squad_scoring.squad_v1([d["answer"] for d in decoded], golds)
         return squad_scoring.squad_v2([d["answer"] for d in decoded], golds, [d["null_diff"] for d in decoded], [d["span"] for d in decoded])
+
+    def baseline(self, data: EncodedDataset) -> Optional[Baseline]:
+        """No answer to any question: v1.1 scores 0; v2.0 scores the share of unanswerable questions."""
+        golds = data.meta["golds"]
+        empty = [""] * len(golds)
+        if not self.config.version_2:
+            return Baseline("no answer to any question", squad_scoring.squad_v1(empty, golds))
+        scores = squad_scoring.squad_v2(empty, golds)
+        scores.update(best_f1=scores["f1"], best_exact=scores["exact"])
+        return Baseline("no answer to any question", scores)
+
+    def collapse(self, outputs: list[np.ndarray], data: EncodedDataset) -> Optional[str]:
+        answers = [d["answer"] for d in self.decode(outputs, data)]
+        if len(answers) >= MIN_ROWS and not any(answers):
+            return f"every one of the {len(answers):,} answers is empty (no answer)"
+        return collapsed([a for a in answers if a], "non-empty answers")
 
     def report(self, results: dict[str, float]) -> Optional[str]:
         """v2.0: the no-answer threshold the scores used, and the one this set's scores would pick."""

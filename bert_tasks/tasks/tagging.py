@@ -32,6 +32,7 @@ from ..data import Split
 from ..errors import ConfigError, DataError
 from ..ranges import check_range
 from ..registry import TASKS
+from ..sanity import MIN_ROWS, Baseline, collapsed, most_common_share
 from .base import Task, head_dropout, initializer_range, labelled_config
 from .word_windows import context, plan_windows
 
@@ -278,6 +279,24 @@ class Tagging(Task):
         if self.scheme != "none":
             results.update(metrics.entity_scores(gold, predicted, self.scheme, self.config.strict))
         return results
+
+    def baseline(self, data: EncodedDataset) -> Optional[Baseline]:
+        """Every word the most common gold tag of this set (for entity schemes 'O': no entity, F1 0)."""
+        gold = [[self.labels[i] for i in tags] for tags in data.meta["tags"]]
+        _, common, total = most_common_share(t for tags in gold for t in tags)
+        if not total:
+            return None
+        predicted = [[common] * len(tags) for tags in gold]
+        scores = {"accuracy": sum(t == common for tags in gold for t in tags) / total}
+        if self.scheme != "none":
+            scores.update(metrics.entity_scores(gold, predicted, self.scheme, self.config.strict))
+        return Baseline(f"the tag {common!r} for every word", {k: v for k, v in scores.items() if "/" not in k})
+
+    def collapse(self, outputs: list[np.ndarray], data: EncodedDataset) -> Optional[str]:
+        tags = [self.labels[i] for s in self.word_scores(outputs, data) for i in s.argmax(-1)]
+        if self.scheme != "none" and len(data.meta["words"]) >= MIN_ROWS and tags and all(t == "O" for t in tags):
+            return f"no entity in any of the {len(data.meta['words']):,} sentences (every word 'O')"
+        return collapsed(tags, "predicted tags") if self.scheme == "none" else None
 
     def report(self, results: dict[str, float]) -> Optional[str]:
         return metrics.entity_table(results) if self.scheme != "none" else None
