@@ -18,7 +18,7 @@ import datasets
 
 from .conll import CONLL_SUFFIXES, read_conll
 from .errors import DataError
-from .squad_format import flatten_squad, is_squad
+from .squad_format import flatten_squad, is_squad, squad_article_numbers
 from .tasks.pretraining_corpus import read_documents_with_lines
 from .text_files import check_is_file, check_text_start, read_text
 
@@ -26,7 +26,8 @@ DEMO_DATASET = "demo"
 DEMO_DIR = Path(__file__).resolve().parent / "demo_data"
 LOCAL_SUFFIXES = (".csv", ".tsv", ".json", ".jsonl", ".parquet", *CONLL_SUFFIXES)
 PLAIN_TEXT_SUFFIX, PLAIN_TEXT_COLUMN = ".txt", "text"  # raw text: a row per document, its sentences as lines
-ROW_RANGE = re.compile(r"^(?P<path>.+)\[(?P<start>\d*):(?P<stop>\d*)\]$")  # file.json[8582:] -> rows 8582 to the end
+# file.json[8582:] -> rows 8582 to the end; squad.json[articles=38:] -> the questions of articles 38 to the end
+ROW_RANGE = re.compile(r"^(?P<path>.+)\[(?:(?P<unit>articles)=)?(?P<start>\d*):(?P<stop>\d*)\]$")
 
 
 @dataclass
@@ -110,11 +111,26 @@ def _read_local(name: str, source: str, tsv_quoting: bool, conll_columns: Option
         split = read_file(name, path, tsv_quoting=tsv_quoting, conll_columns=conll_columns, plain_text=plain_text)
     if not match:
         return split
+    if match.group("unit") == "articles":
+        return _article_range(name, source, split, path, match)
     start = int(match.group("start") or 0)
     stop = min(len(split), int(match.group("stop") or len(split)))
     if start >= stop:
         raise DataError(f"data.{name}={source!r}: the range selects no rows (the file has {len(split)})")
     return split.rows(start, stop)
+
+
+def _article_range(name: str, source: str, split: Split, path: Path, match: re.Match) -> Split:
+    """The questions of SQuAD articles [start, stop): a split by article keeps each article's questions together."""
+    if split.format != "squad":
+        raise DataError(f"data.{name}={source!r}: [articles=...] selects SQuAD articles, but {path} is not a SQuAD JSON file; use [start:stop] for rows")
+    articles = squad_article_numbers(json.loads(read_text(path)))
+    count = articles[-1] + 1 if articles else 0
+    start, stop = int(match.group("start") or 0), min(count, int(match.group("stop") or count))
+    rows = [row for row, article in enumerate(articles) if start <= article < stop]
+    if not rows:
+        raise DataError(f"data.{name}={source!r}: the range selects no questions (the file has {count} articles)")
+    return split.rows(rows[0], rows[-1] + 1)  # an article's questions are consecutive rows
 
 
 def load_split(

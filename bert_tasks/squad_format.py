@@ -20,6 +20,12 @@ def is_offset(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
+def squad_article_numbers(payload: Any) -> list[int]:
+    """The article number of each question, in flatten_squad's row order."""
+    articles = payload["data"] if isinstance(payload, dict) else payload
+    return [a for a, article in enumerate(articles) for paragraph in article.get("paragraphs", []) for _ in paragraph.get("qas", [])]
+
+
 def flatten_squad(payload: dict[str, Any], path: Path) -> list[dict[str, Any]]:
     """One row per question, in file order; ``is_impossible`` questions get no answers."""
     rows = []

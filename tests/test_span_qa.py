@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import (
+    SHARED_DATA,
     make_qa_files,
     outputs_beside_transformers,
     qa_examples,
@@ -27,6 +28,8 @@ from bert_tasks.tasks.span_decoding import (
     window_spans,
     window_spans_by_pairs,
 )
+
+SHARED_SQUAD = SHARED_DATA / "squad_v1.1" / "dev-v1.1.json"
 
 
 def _task(checkpoint, tmp_path, files, **options):
@@ -73,6 +76,30 @@ def test_squad_json_v1_and_v2_flatten_with_row_ranges(tmp_path):
     assert split.dataset[1]["answers"] == {"text": [], "answer_start": []}
     tail = load_split("validation", f"{path}[1:]")
     assert list(tail.dataset["id"]) == ["b", "c"] and tail.where(0) == f"{path}, row 2"
+
+
+def test_squad_files_split_by_article(tmp_path):
+    document = {"data": [{"title": f"T{a}", "paragraphs": [{"context": "Paris is in France.", "qas": [
+        {"id": f"{a}-{p}-{q}", "question": "Where is Paris?", "answers": [{"text": "France", "answer_start": 12}]} for q in range(a + 1)]} for p in range(2)]}
+        for a in range(3)]}  # article a: 2 paragraphs of a + 1 questions
+    path = tmp_path / "squad.json"
+    path.write_text(json.dumps(document))
+    head, tail = load_split("train", f"{path}[articles=:2]"), load_split("validation", f"{path}[articles=2:]")
+    assert list(head.dataset["id"]) == ["0-0-0", "0-1-0", "1-0-0", "1-0-1", "1-1-0", "1-1-1"]
+    assert set(tail.dataset["title"]) == {"T2"} and len(tail) == 6 and tail.where(0) == f"{path}, row 7"
+    assert list(load_split("validation", f"{path}[articles=1:2]").dataset["title"]) == ["T1"] * 4
+    for source, words in ((f"{path}[articles=5:]", "selects no questions (the file has 3 articles)"),
+                          (f"{tmp_path / 'rows.jsonl'}[articles=0:1]", "is not a SQuAD JSON file")):
+        (tmp_path / "rows.jsonl").write_text(json.dumps({"question": "q", "context": "c", "answers": {"text": [], "answer_start": []}}) + "\n")
+        with pytest.raises(DataError) as error:
+            load_split("validation", source)
+        assert words in str(error.value)
+
+
+@pytest.mark.skipif(not SHARED_SQUAD.is_file(), reason="shared SQuAD data not present")
+def test_the_agreed_squad_split_is_articles_0_to_37():
+    assert len(load_split("train", f"{SHARED_SQUAD}[articles=:38]")) == 8582
+    assert len(load_split("validation", f"{SHARED_SQUAD}[articles=38:]")) == 10570 - 8582
 
 
 # -- windows and labels --------------------------------------------------------------
