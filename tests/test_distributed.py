@@ -8,7 +8,7 @@ import sys
 import pytest
 import torch
 import yaml
-from conftest import make_ner_files, make_seq2seq_files, metric_records, ner_recipe_sections, seq2seq_recipe_sections, tiny_recipe
+from conftest import DEMO_DATA, make_ner_files, make_seq2seq_files, metric_records, ner_recipe_sections, seq2seq_recipe_sections, tiny_recipe
 from safetensors.torch import load_file
 
 from bert_tasks.checkpointing import checkpoint_dirs
@@ -22,7 +22,7 @@ def _run(command: list[str], cwd) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("task", ["classification", "tagging", "seq2seq", "mlm", "mlm-stream"])
+@pytest.mark.parametrize("task", ["classification", "classification-arrow", "tagging", "seq2seq", "mlm", "mlm-stream"])
 def test_two_processes_match_one(tmp_path, tiny_checkpoint_no_dropout, task):
     # tagging: per-token outputs of different lengths on each process are padded, gathered and trimmed;
     # seq2seq: generated ids of different lengths likewise, and the loss is summed over target tokens
@@ -33,6 +33,9 @@ def test_two_processes_match_one(tmp_path, tiny_checkpoint_no_dropout, task):
         # negatives and segment packing are seeded by task.corpus_seed
         "mlm": lambda: {"task": {"name": "mlm", "max_length": 32, "sentence_objective": "nsp"}},
         # streamed rows: the main process reads the stream, Accelerate hands each process its share
+        # both processes build the same Arrow store at once: the first rename wins, the other uses it
+        "classification-arrow": lambda: {"data": {"dataset": None, "train": str(DEMO_DATA / "train.csv"), "validation": str(DEMO_DATA / "validation.csv"),
+                                                  "storage": "arrow", "cache_dir": str(tmp_path / "stores")}},
         "mlm-stream": lambda: {"task": {"name": "mlm", "max_length": 32, "sentence_objective": "nsp"}, "data": {"streaming": True}},
     }.get(task, dict)()
     recipe = tiny_recipe(
@@ -53,8 +56,10 @@ def test_two_processes_match_one(tmp_path, tiny_checkpoint_no_dropout, task):
     evals_one = [e for e in read_metrics(one) if e["event"] == "eval"]
     evals_two = [e for e in read_metrics(two) if e["event"] == "eval"]
     assert [e["step"] for e in evals_one] == [e["step"] for e in evals_two]
-    if task == "classification":
+    if task.startswith("classification"):
         assert [e["step"] for e in evals_one] == [3, 6, 9, 12]
+    if task == "classification-arrow":
+        assert sorted(p.name.split("-")[0] for p in (tmp_path / "stores").iterdir()) == ["encoded", "raw"]  # one of each, no partial left
     assert [e for e in read_metrics(two) if e["event"] == "start"][0]["processes"] == 2
     for a, b in zip(evals_one, evals_two):
         assert a.get("accuracy", 0.0) == pytest.approx(b.get("accuracy", 0.0), abs=0.01)
