@@ -36,6 +36,7 @@ import yaml
 
 from . import atomic_files
 from .config import build_dataclass, check_run_name, config_from_dict, deep_copy_tree, load_recipe_tree, merge_trees, parse_overrides, set_dotted
+from .cell_asha import check_asha, run_with_asha, stopped
 from .cell_backends import BackendOptions, CellJob, CellResult, run_jobs
 from .errors import BertTasksError, ConfigError
 from .registry import STRATEGIES
@@ -53,6 +54,11 @@ class CompareConfig:
     cpus_per_cell: float = 1.0  # ray: CPUs each cell declares (and its torch threads)
     gpus_per_cell: float = 0.0  # ray: GPUs each cell declares
     max_retries: int = 0  # a failed cell is tried again (resuming) this many times, then reported
+    # asha: Ray Tune's asynchronous successive halving stops cells that trail the other cells of their strategy
+    # (cell_asha.py; needs backend=ray): after asha_grace evaluations, then asha_reduction times as many, ...
+    early_stop: Optional[Literal["asha"]] = None
+    asha_grace: int = 1
+    asha_reduction: float = 3.0
 
     @property
     def backend_options(self) -> BackendOptions:
@@ -60,6 +66,7 @@ class CompareConfig:
 
     def validate(self) -> None:
         self.backend_options.check("compare")
+        check_asha(self.early_stop, self.backend, self.asha_grace, self.asha_reduction)
         if not self.strategies:
             raise ConfigError("compare.strategies: list at least one strategy, e.g. [{name: full}, {name: lora}]")
         if not self.seeds:
@@ -150,13 +157,19 @@ def run_comparison(comparison: Comparison, echo: bool = True) -> list[CellResult
     for number, cell in enumerate(comparison.cells, start=1):
         run_dir = comparison.run_dir(cell)
         where = f"[{number}/{len(comparison.cells)}] {cell.label} lr={cell.learning_rate:g} seed={cell.seed}"
-        if (run_dir / SUMMARY_FILE).is_file():
+        if (run_dir / SUMMARY_FILE).is_file() or stopped(run_dir):
             if echo:
-                print(f"{where}: done, skipped", flush=True)
+                print(f"{where}: {'done' if (run_dir / SUMMARY_FILE).is_file() else 'stopped early'}, skipped", flush=True)
             continue
         recipe = comparison.root / "recipes" / f"{cell.folder.replace('/', '__')}.yaml"
-        jobs.append(CellJob(cell_tree(comparison, cell), run_dir, recipe, where))
-    failed = [result for result in run_jobs(jobs, comparison.config.backend_options, "compare", echo) if not result.ok]
+        jobs.append((cell, CellJob(cell_tree(comparison, cell), run_dir, recipe, where)))
+    config = comparison.config
+    if config.early_stop == "asha" and jobs:
+        results = run_with_asha([job for _, job in jobs], [cell.label for cell, _ in jobs], config.backend_options, config.metric,
+                                config.asha_grace, config.asha_reduction, echo)
+    else:
+        results = run_jobs([job for _, job in jobs], config.backend_options, "compare", echo)
+    failed = [result for result in results if not result.ok]
     for result in failed:
         print(f"{result.job.where}: FAILED ({result.error[:200]}; log: {result.log})", file=sys.stderr, flush=True)
     return failed

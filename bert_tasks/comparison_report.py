@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
+from .cell_asha import stopped
 from .comparison import Cell, Comparison
 from .eval_sets import on_each_set
 from .metrics import greater_is_better
@@ -160,6 +161,7 @@ def write_report(comparison: Comparison, failures: Optional[dict[str, str]] = No
     root = comparison.root
     done = sum((comparison.run_dir(c) / SUMMARY_FILE).is_file() for c in comparison.cells)
     failed = [(cell, failures[str(comparison.run_dir(cell))]) for cell in comparison.cells if str(comparison.run_dir(cell)) in (failures or {})]
+    halted = [(cell, info) for cell in comparison.cells for info in [stopped(comparison.run_dir(cell))] if info is not None]
     if not results:
         return None
     with (root / "report.csv").open("w", newline="") as handle:
@@ -173,6 +175,7 @@ def write_report(comparison: Comparison, failures: Optional[dict[str, str]] = No
         "strategies": [{**r.row(), "family": r.family, "best_lr_at_grid_edge": r.at_grid_edge, "values": r.values, "by_learning_rate": {f"{k:g}": v for k, v in r.by_lr.items()},
                         "run_dirs": [str(d) for d in r.run_dirs]} for r in results],
         "failed_cells": [{"strategy": c.label, "learning_rate": c.learning_rate, "seed": c.seed, "error": e} for c, e in failed],
+        "stopped_cells": [{"strategy": c.label, "learning_rate": c.learning_rate, "seed": c.seed, **info} for c, info in halted],
     }
     (root / "report.json").write_text(json.dumps(report, indent=2))
     plot_metric_vs_parameters(metric, results, root / "metric_vs_parameters.png")
@@ -195,6 +198,10 @@ def write_report(comparison: Comparison, failures: Optional[dict[str, str]] = No
         "",
         *(["## Failed cells", "", "| strategy | lr | seed | error |", "|---|---|---|---|",
            *(f"| {c.label} | {c.learning_rate:g} | {c.seed} | {e.replace('|', '/')[:300]} |" for c, e in failed), ""] if failed else []),
+        *(["## Stopped early (ASHA)", "", "Their learning rates trailed the other cells of the strategy; they take no part in the table above.", "",
+           "| strategy | lr | seed | evaluations | last value |", "|---|---|---|---|---|",
+           *(f"| {c.label} | {c.learning_rate:g} | {c.seed} | {len(i['evaluations'])} | {i['evaluations'][-1] if i['evaluations'] else float('nan'):.4f} |" for c, i in halted), ""]
+          if halted else []),
         "## Learning-rate grid",
         "",
         *grid,

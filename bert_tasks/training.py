@@ -208,7 +208,7 @@ class TrainingLoop:
         if tc.log_with:
             self.accelerator.init_trackers(self.run_dir.name, config={"learning_rate": tc.learning_rate, "batch_size": tc.batch_size, "strategy": self.assembly.strategy.describe()})
         if self.main and not resumed:
-            append_metrics(self.run_dir, {"event": "start", "trainable_parameters": self.trainable, "total_parameters": self.total,
+            append_metrics(self.run_dir, {"event": "start", "best_metric": self.best_metric, "trainable_parameters": self.trainable, "total_parameters": self.total,
                                           "train_examples": None if isinstance(self.train_data, StreamedBatches) else len(self.train_data), "total_steps": self.total_steps, "processes": self.accelerator.num_processes,
                                           "frozen_cache": self.frozen.cached, "frozen_cut": self.frozen.record.get("cut"),
                                           "precision": self.precision.precision, "precision_reason": self.precision.reason})

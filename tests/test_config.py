@@ -72,7 +72,7 @@ def test_resolved_config_round_trips(tmp_path):
     config = load_config("glue/stsb", ["strategy.name=last_n"])
     save_config(config, tmp_path / "config.yaml")
     tree = yaml.safe_load((tmp_path / "config.yaml").read_text())
-    assert tree["train"]["warmup_ratio"] == 0.1 and tree["strategy"] == {"name": "last_n", "n": 2}
+    assert tree["train"]["warmup_ratio"] == 0.1 and tree["strategy"] == {"name": "last_n", "n": 2, "reinit_top": 0}
     assert load_config(tree) == config
 
 

@@ -75,3 +75,39 @@ def test_backend_options_are_checked(tmp_path, tiny_checkpoint):
         load_comparison(_grid(tiny_checkpoint, tmp_path, "x", address="auto"))
     with pytest.raises(ConfigError, match="compare.max_retries=-1"):
         load_comparison(_grid(tiny_checkpoint, tmp_path, "y", backend="ray", max_retries=-1))
+
+
+@pytest.mark.slow
+def test_asha_stops_the_cell_that_trails_its_strategy(tmp_path, tiny_checkpoint_no_dropout, monkeypatch, capsys):
+    """Cells one at a time (2 CPUs each on a 2-CPU instance): the good rate runs to the end; the absurd one
+    (its loss explodes) is below the rung's cutoff at its first evaluation and is stopped there."""
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    recipe = tiny_recipe(tiny_checkpoint_no_dropout, tmp_path / "runs", train={"epochs": 2, "max_train_samples": 256, "max_eval_samples": 32, "eval_every": 4})
+    recipe["compare"] = {"seeds": [1], "name": "asha", "backend": "ray", "cpus_per_cell": 2, "early_stop": "asha", "asha_grace": 1, "asha_reduction": 2,
+                         "metric": "loss", "strategies": [{"name": "full", "learning_rates": [1e-3, 30.0]}]}
+    path = tmp_path / "asha.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        root = compare(path)
+        comparison = load_comparison(path)
+        good, bad = (comparison.run_dir(cell) for cell in comparison.cells)
+        assert (good / SUMMARY_FILE).is_file() and not (good / "stopped_early.json").exists()
+        assert not (bad / SUMMARY_FILE).exists() and (bad / CHECKPOINTS_DIR).is_dir()
+        info = json.loads((bad / "stopped_early.json").read_text())
+        assert info["metric"] == "loss" and 1 <= len(info["evaluations"]) < 8
+        report = json.loads((root / "report.json").read_text())
+        assert [c["learning_rate"] for c in report["stopped_cells"]] == [30.0] and report["strategies"][0]["best_lr"] == 1e-3
+        assert "## Stopped early (ASHA)" in (root / "report.md").read_text()
+        capsys.readouterr()
+        compare(path)  # again: the finished cell and the stopped one are both skipped
+        assert "stopped early, skipped" in capsys.readouterr().out
+    finally:
+        ray.shutdown()
+
+
+def test_asha_needs_the_ray_backend(tmp_path, tiny_checkpoint):
+    path = _grid(tiny_checkpoint, tmp_path, "asha-local", early_stop="asha")
+    with pytest.raises(ConfigError) as error:
+        load_comparison(path)
+    assert "compare.early_stop=asha runs the cells as Ray Tune trials: set compare.backend=ray" in str(error.value)

@@ -169,7 +169,6 @@ class Task(ABC):
         """A human-readable breakdown of ``results`` (e.g. per entity type), if the task has one."""
         return None
 
-    @abstractmethod
     def baseline(self, data: EncodedDataset) -> Optional[Any]:
         """This task's metrics on ``data`` for a trivial answer it computes itself (a sanity.Baseline: the
         majority class, no answer, the first line); None: no trivial answer fits the task."""
@@ -180,6 +179,7 @@ class Task(ABC):
         every question); None: they have not."""
         return None
 
+    @abstractmethod
     def format_predictions(self, outputs: list[np.ndarray], data: EncodedDataset) -> list[dict[str, Any]]:
         """One JSON-able answer per example (label and scores, ...)."""
 
