@@ -27,7 +27,7 @@ from .metrics import greater_is_better
 from .rundir import SUMMARY_FILE
 
 STOPPED_FILE = "stopped_early.json"
-POLL_SECONDS = 1.0
+POLL_SECONDS = 0.25
 
 
 def eval_scores(run_dir: Path, metric: Optional[str]) -> tuple[Optional[str], list[float]]:

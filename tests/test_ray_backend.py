@@ -80,9 +80,10 @@ def test_backend_options_are_checked(tmp_path, tiny_checkpoint):
 @pytest.mark.slow
 def test_asha_stops_the_cell_that_trails_its_strategy(tmp_path, tiny_checkpoint_no_dropout, monkeypatch, capsys):
     """Cells one at a time (2 CPUs each on a 2-CPU instance): the good rate runs to the end; the absurd one
-    (its loss explodes) is below the rung's cutoff at its first evaluation and is stopped there."""
+    (its loss explodes) is below the rung's cutoff at its first evaluation and is stopped there. Enough steps
+    (80 evaluations) that the stop reaches the cell while it is still training."""
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
-    recipe = tiny_recipe(tiny_checkpoint_no_dropout, tmp_path / "runs", train={"epochs": 2, "max_train_samples": 256, "max_eval_samples": 32, "eval_every": 4})
+    recipe = tiny_recipe(tiny_checkpoint_no_dropout, tmp_path / "runs", train={"epochs": 20, "max_train_samples": 256, "max_eval_samples": 32, "eval_every": 4})
     recipe["compare"] = {"seeds": [1], "name": "asha", "backend": "ray", "cpus_per_cell": 2, "early_stop": "asha", "asha_grace": 1, "asha_reduction": 2,
                          "metric": "loss", "strategies": [{"name": "full", "learning_rates": [1e-3, 30.0]}]}
     path = tmp_path / "asha.yaml"
@@ -95,7 +96,7 @@ def test_asha_stops_the_cell_that_trails_its_strategy(tmp_path, tiny_checkpoint_
         assert (good / SUMMARY_FILE).is_file() and not (good / "stopped_early.json").exists()
         assert not (bad / SUMMARY_FILE).exists() and (bad / CHECKPOINTS_DIR).is_dir()
         info = json.loads((bad / "stopped_early.json").read_text())
-        assert info["metric"] == "loss" and 1 <= len(info["evaluations"]) < 8
+        assert info["metric"] == "loss" and 1 <= len(info["evaluations"]) < 40
         report = json.loads((root / "report.json").read_text())
         assert [c["learning_rate"] for c in report["stopped_cells"]] == [30.0] and report["strategies"][0]["best_lr"] == 1e-3
         assert "## Stopped early (ASHA)" in (root / "report.md").read_text()
