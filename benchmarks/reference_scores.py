@@ -39,7 +39,9 @@ JOBS: dict[str, dict[str, Any]] = {
         "data": ["data.dataset=null", f"data.train={GLUE / 'cola' / 'train' / '0000.parquet'}",
                  f"data.validation={GLUE / 'cola' / 'validation' / '0000.parquet'}"],
         "chosen": [],
-        "grid": {"train.learning_rate": ["5.0e-5", "1.0e-4", "2.0e-4"], "task.pooling": ["cls", "mean"]},
+        "grid": [{"train.learning_rate": ["5.0e-5", "1.0e-4", "2.0e-4"], "task.pooling": ["cls", "mean"]},
+                 {"train.learning_rate": ["2.0e-5", "3.0e-5"], "train.epochs": ["3", "6"]},
+                 {"train.layer_lr_decay": ["0.9", "0.8"]}, {"strategy.reinit_top": ["1", "2"]}],
     },
     "stsb": {
         "recipe": "glue/stsb", "metric": "pearson", "target": 0.85,
@@ -70,9 +72,13 @@ JOBS: dict[str, dict[str, Any]] = {
 NO_DATA = {"mrpc": ("f1", 0.87), "rte": ("accuracy", 0.62)}
 
 
-def grid_points(grid: dict[str, list[str]]) -> list[list[str]]:
-    keys = list(grid)
-    return [[f"{k}={v}" for k, v in zip(keys, values)] for values in itertools.product(*(grid[k] for k in keys))]
+def grid_points(grid: dict[str, list[str]] | list[dict[str, list[str]]]) -> list[list[str]]:
+    """The overrides of every point: the product of each dict's values, dicts one after another."""
+    points = []
+    for part in grid if isinstance(grid, list) else [grid]:
+        keys = list(part)
+        points += [[f"{k}={v}" for k, v in zip(keys, values)] for values in itertools.product(*(part[k] for k in keys))]
+    return points
 
 
 def run(job: dict[str, Any], settings: list[str], out: Path, name: str, extra: list[str]) -> dict[str, Any]:
@@ -111,6 +117,7 @@ def main() -> None:
     parser.add_argument("--jobs", default=",".join(JOBS))
     parser.add_argument("--sweep", action="store_true", help="every point of each job's grid, not only its chosen configuration")
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="overrides for every run (e.g. a quick check: train.max_train_samples=64)")
+    parser.add_argument("--skip", type=int, default=0, help="with --sweep: leave out each grid's first N points (already measured)")
     parser.add_argument("--out", type=Path, default=None, help="keep the run folders here (default: a temporary folder)")
     args = parser.parse_args()
     names = [n.strip() for n in args.jobs.split(",") if n.strip()]
@@ -129,10 +136,10 @@ def main() -> None:
                 print(f"{name:6} {metric:9} not measured: no {name.upper()} data reachable offline (target {target:g})", flush=True)
                 continue
             job = JOBS[name]
-            points = grid_points(job["grid"]) if args.sweep else [job["chosen"]]
+            points = grid_points(job["grid"])[args.skip:] if args.sweep else [job["chosen"]]
             results = []
             for index, settings in enumerate(points):
-                results.append(run(job, settings, out, f"{name}-{index}", args.set))
+                results.append(run(job, settings, out, f"{name}-{index + (args.skip if args.sweep else 0)}", args.set))
                 if args.sweep:
                     show(name, job, results[-1])
             scored = [r for r in results if r.get("score") is not None]
