@@ -1,10 +1,13 @@
 """TaskModel = encoder (backbone) + what the head sees (features) + the task's head."""
 from __future__ import annotations
 
+from contextlib import nullcontext
 from typing import Any, Callable, Optional
 
 import torch
 from torch import nn
+
+from .first_token_top import first_token_top
 
 
 class LastHiddenState(nn.Module):
@@ -109,18 +112,19 @@ class TaskModel(nn.Module):
         """What the head sees. With ``frozen_states`` (the stored output of the frozen lower part) only
         the layers above the cut run. Shape: input_ids, attention_mask, token_type_ids [batch, seq],
         frozen_states [batch, seq, states, hidden] -> [batch, seq, hidden]"""
-        if frozen_states is not None:
-            from .frozen.cut import run_upper
+        all_layers = getattr(self.features, "needs_all_layers", False)
+        with first_token_top(self.encoder) if self.reads_first_token_only() else nullcontext():
+            if frozen_states is not None:
+                from .frozen.cut import run_upper
 
-            return self.features(run_upper(self.encoder, self.frozen_cut, frozen_states, {"input_ids": input_ids, "attention_mask": attention_mask, **inputs}))
-        outputs = self.encoder(
-            input_ids=input_ids,
-            attention_mask=attention_mask,
-            output_hidden_states=getattr(self.features, "needs_all_layers", False),
-            return_dict=True,
-            **inputs,
-        )
+                return self.features(run_upper(self.encoder, self.frozen_cut, frozen_states, {"input_ids": input_ids, "attention_mask": attention_mask, **inputs}))
+            outputs = self.encoder(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=all_layers, return_dict=True, **inputs)
         return self.features(outputs)
+
+    def reads_first_token_only(self) -> bool:
+        """The head reads only the top layer's first vector (a [CLS]-pooled head over the plain top
+        layer), so that layer may skip every other position (``first_token_top``)."""
+        return bool(getattr(self.head, "reads_first_token_only", False)) and type(self.features) is LastHiddenState
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, **inputs: torch.Tensor) -> torch.Tensor:
         head_names = getattr(self.head, "input_names", ())

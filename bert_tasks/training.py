@@ -36,6 +36,7 @@ from .metrics import greater_is_better
 from .optim import make_optimizer
 from .parameters import format_report, parameter_report
 from .progress import Progress
+from .fast_dropout import use_fast_dropout
 from .step_timing import StepTimer, format_breakdown
 from .run_guard import claim_run_dir, clear_previous_run, remove_if_unused, remove_leftovers
 from .rundir import BEST_DIR, CHECKPOINTS_DIR, FROZEN_CACHE_FILE, PARAMETERS_FILE, SUMMARY_FILE, append_metrics, keep_metrics_until, load_trained, save_weights, weights_size, write_run_files
@@ -154,6 +155,8 @@ class TrainingLoop:
         self.total_steps = max(1, min(math.ceil(self.steps_per_epoch * epochs), tc.max_steps or math.inf))
         if tc.gradient_checkpointing:
             enable_gradient_checkpointing(assembly.model)
+        if tc.fast_dropout:
+            use_fast_dropout(assembly.model)
         optimizer = make_optimizer(assembly.model, tc)
         scheduler = get_linear_schedule_with_warmup(optimizer, tc.warmup_steps or math.ceil(tc.warmup_ratio * self.total_steps), self.total_steps)
         self.model, self.optimizer, self.scheduler, *loaders = accelerator.prepare(assembly.model, optimizer, scheduler, *loaders)

@@ -68,6 +68,7 @@ class ClassificationHead(nn.Module):
     def __init__(self, hidden_size: int, outputs: int, dropout: float, pooling: str, pooler: Optional[nn.Module], init_std: float) -> None:
         super().__init__()
         self.pooling = pooling
+        self.reads_first_token_only = pooling == "cls"  # the top layer may compute [CLS] alone (first_token_top)
         self.pooler = (pooler or Pooler(hidden_size)) if pooling == "cls" else None
         self.dropout = nn.Dropout(dropout)
         self.classifier = nn.Linear(hidden_size, outputs)
