@@ -28,6 +28,7 @@ from .rundir import SUMMARY_FILE
 
 STOPPED_FILE = "stopped_early.json"
 POLL_SECONDS = 0.25
+WORST_SCORE = -1e30  # finite: ASHA interpolates percentiles of the scores at a rung, and -inf would make them NaN
 
 
 def eval_scores(run_dir: Path, metric: Optional[str]) -> tuple[Optional[str], list[float]]:
@@ -50,6 +51,12 @@ def eval_scores(run_dir: Path, metric: Optional[str]) -> tuple[Optional[str], li
     return metric, [float(r[metric]) for r in records if r.get("event") == "eval" and isinstance(r.get(metric), (int, float))]
 
 
+def tune_score(score: float) -> float:
+    """What ASHA compares (greater is better): a NaN or infinite metric (a loss that exploded) is the
+    worst score, so the cell is stopped instead of never comparing below the cutoff (NaN compares false)."""
+    return score if math.isfinite(score) else WORST_SCORE
+
+
 def _trial(config: dict[str, Any], jobs: list[CellJob], metric: Optional[str], max_retries: int, threads: int) -> None:
     """One Tune trial: train the cell in its own process, report each new evaluation's score."""
     from ray import tune
@@ -65,7 +72,7 @@ def _trial(config: dict[str, Any], jobs: list[CellJob], metric: Optional[str], m
         name, scores = eval_scores(job.run_dir, metric)
         for index in range(reported, len(scores)):
             sign = 1.0 if greater_is_better(name or "") else -1.0
-            tune.report({"score": sign * scores[index], "evaluations": index + 1})
+            tune.report({"score": tune_score(sign * scores[index]), "evaluations": index + 1})
         reported = len(scores)
         if not alive:
             break

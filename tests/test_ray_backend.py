@@ -112,3 +112,11 @@ def test_asha_needs_the_ray_backend(tmp_path, tiny_checkpoint):
     with pytest.raises(ConfigError) as error:
         load_comparison(path)
     assert "compare.early_stop=asha runs the cells as Ray Tune trials: set compare.backend=ray" in str(error.value)
+
+
+def test_a_nan_or_infinite_metric_is_the_worst_score_asha_sees():
+    """A cell whose loss became NaN must fall below any cutoff (NaN compares false with everything)."""
+    from bert_tasks.cell_asha import WORST_SCORE, tune_score
+
+    assert tune_score(float("nan")) == tune_score(float("-inf")) == tune_score(float("inf")) == WORST_SCORE
+    assert tune_score(-0.69) == -0.69 and WORST_SCORE < -1e29
