@@ -21,6 +21,7 @@ softmax(q k^T * scale + mask) v with the mask drawn here; every other call goes 
 from __future__ import annotations
 
 import math
+import sys
 from typing import Any, Callable, Optional
 
 import torch
@@ -37,15 +38,9 @@ def keep_mask(shape: torch.Size, p: float, device: torch.device) -> torch.Tensor
     draws = torch.empty(words, dtype=torch.int64, device=device).random_()  # Shape: [words], uniform in [0, 2^63)
     # Shape: [words, 4] int16 (signed, uniform over [-2^15, 2^15)); the 16 bits holding bit 63 are skipped
     parts = draws.view(torch.int16).view(words, 4)
-    usable = parts[:, :DRAWS_PER_WORD] if _low_parts_first() else parts[:, 4 - DRAWS_PER_WORD:]
+    usable = parts[:, :DRAWS_PER_WORD] if sys.byteorder == "little" else parts[:, 4 - DRAWS_PER_WORD:]
     threshold = round(p * 2**DRAW_BITS) - 2 ** (DRAW_BITS - 1)
     return (usable >= threshold).reshape(-1)[:count].view(shape)
-
-
-def _low_parts_first() -> bool:
-    import sys
-
-    return sys.byteorder == "little"
 
 
 class _MaskedScale(torch.autograd.Function):

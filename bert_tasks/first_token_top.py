@@ -25,13 +25,14 @@ import torch
 from torch import nn
 
 from .backbone import encoder_layers
+from .errors import CheckpointError
 
 
 def trimmable_top_layer(encoder: nn.Module) -> Optional[nn.Module]:
     """The encoder's top layer if it has BERT's layout and runs as a plain encoder layer, else None."""
     try:
         layer = encoder_layers(encoder)[-1]
-    except Exception:  # no layer stack we know: nothing to trim
+    except CheckpointError:  # no layer stack we know: nothing to trim
         return None
     attention = getattr(layer, "attention", None)
     self_attention = getattr(attention, "self", None)
