@@ -23,6 +23,8 @@ from typing import Any, Iterator, Optional
 
 import torch
 from torch import nn
+from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+from transformers.models.bert.modeling_bert import eager_attention_forward
 
 from .backbone import encoder_layers
 from .errors import CheckpointError
@@ -52,9 +54,6 @@ def _first_token_forward(layer: nn.Module, hidden_states: torch.Tensor, attentio
                          *args: Any, **kwargs: Any) -> torch.Tensor:
     """BERT's layer for the first position: its query against every position's key and value.
     Shape: hidden_states [batch, seq, hidden], attention_mask [batch, 1, seq, seq] or None -> [batch, 1, hidden]"""
-    from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
-    from transformers.models.bert.modeling_bert import eager_attention_forward
-
     self_attention = layer.attention.self
     batch, length = hidden_states.shape[:2]
     head_size = self_attention.attention_head_size
