@@ -8,7 +8,7 @@ both training stacks.
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Optional
 
 import numpy as np
 import torch
@@ -129,10 +129,12 @@ def squad_train_set(tokenizer: Any, rows: int, padded: bool) -> tuple[Any, Any]:
     return dataset, default_data_collator if padded else DataCollatorWithPadding(tokenizer)
 
 
-def stock_qa_answers(model: Any, tokenizer: Any, questions: list[str], contexts: list[str], batch_size: int) -> list[str]:
+def stock_qa_answers(model: Any, tokenizer: Any, questions: list[str], contexts: list[str], batch_size: int,
+                     windows_out: Optional[list[tuple[int, np.ndarray, np.ndarray, list[int], list[tuple[int, int]]]]] = None) -> list[str]:
     """What run_qa.py does with a trained model: windows padded to 384 with stride 128, batched forward
     passes, then per question the best start + end logit sum over the 20 best starts and ends of every
-    window (inside the context, end >= start, at most 30 tokens)."""
+    window (inside the context, end >= start, at most 30 tokens). ``windows_out``, when given, receives
+    each window's (question, start logits, end logits, context token indices, offsets) for a second look."""
     windows = tokenizer(questions, contexts, truncation="only_second", max_length=384, stride=128, return_overflowing_tokens=True,
                         return_offsets_mapping=True, padding="max_length")
     best: dict[int, tuple[float, str]] = {}
@@ -144,8 +146,11 @@ def stock_qa_answers(model: Any, tokenizer: Any, questions: list[str], contexts:
             out = model(**inputs)
             for row, starts, ends in zip(rows, out.start_logits.numpy(), out.end_logits.numpy()):  # Shape: (384,) each
                 question = windows["overflow_to_sample_mapping"][row]
-                context_set = {i for i, sequence in enumerate(windows.sequence_ids(row)) if sequence == 1}
+                context_tokens = [i for i, sequence in enumerate(windows.sequence_ids(row)) if sequence == 1]
+                context_set = set(context_tokens)
                 offsets = windows["offset_mapping"][row]
+                if windows_out is not None:
+                    windows_out.append((question, starts, ends, context_tokens, offsets))
                 for s in np.argsort(starts)[-20:]:
                     for e in np.argsort(ends)[-20:]:
                         if s in context_set and e in context_set and s <= e < s + 30:
@@ -153,6 +158,22 @@ def stock_qa_answers(model: Any, tokenizer: Any, questions: list[str], contexts:
                             if question not in best or score > best[question][0]:
                                 best[question] = (score, contexts[question][offsets[s][0] : offsets[e][1]])
     return [best.get(i, (0.0, ""))[1] for i in range(len(questions))]
+
+
+def exhaustive_answers(windows: list[tuple[int, np.ndarray, np.ndarray, list[int], list[tuple[int, int]]]], contexts: list[str]) -> list[str]:
+    """The same decoding over every allowed (start, end) pair instead of the 20 best of each: the whole
+    start x end score matrix of a window, masked to the context, end >= start and at most 30 tokens."""
+    best: dict[int, tuple[float, str]] = {}
+    for question, starts, ends, context_tokens, offsets in windows:
+        inside = np.zeros(len(starts), dtype=bool)
+        inside[context_tokens] = True
+        position = np.arange(len(starts))
+        allowed = inside[:, None] & inside[None, :] & (position[None, :] >= position[:, None]) & (position[None, :] < position[:, None] + 30)  # Shape: [seq, seq]
+        scores = np.where(allowed, starts[:, None].astype(np.float64) + ends[None, :], -np.inf)  # Shape: [seq, seq]
+        s, e = np.unravel_index(int(np.argmax(scores)), scores.shape)
+        if np.isfinite(scores[s, e]) and (question not in best or scores[s, e] > best[question][0]):
+            best[question] = (float(scores[s, e]), contexts[question][offsets[s][0] : offsets[e][1]])
+    return [best.get(i, (0.0, ""))[1] for i in range(len(contexts))]
 
 
 def squad_f1(model: Any, tokenizer: Any, selection: str = SQUAD_EVAL) -> float:
