@@ -39,7 +39,7 @@ def keep_mask(shape: torch.Size, p: float, device: torch.device) -> torch.Tensor
     # Shape: [words, 4] int16 (signed, uniform over [-2^15, 2^15)); the 16 bits holding bit 63 are skipped
     parts = draws.view(torch.int16).view(words, 4)
     usable = parts[:, :DRAWS_PER_WORD] if sys.byteorder == "little" else parts[:, 4 - DRAWS_PER_WORD:]
-    threshold = round(p * 2**DRAW_BITS) - 2 ** (DRAW_BITS - 1)
+    threshold = min(round(p * 2**DRAW_BITS), 2**DRAW_BITS - 1) - 2 ** (DRAW_BITS - 1)  # p just below 1 still drops
     return (usable >= threshold).reshape(-1)[:count].view(shape)
 
 
@@ -72,6 +72,18 @@ class FastDropout(nn.Dropout):
         return _MaskedScale.apply(inputs, self.p, 1.0 / (1.0 - self.p))
 
 
+# Attention features the plain softmax(q k^T * scale + mask) v below does not implement: such calls go to
+# transformers' own function (a causal decoder may get mask None and rely on is_causal, for example).
+STOCK_ONLY_KWARGS = ("position_bias", "is_causal", "softcap", "s_aux", "sliding_window", "head_mask")
+
+
+def _needs_stock(module: nn.Module, kwargs: dict[str, Any]) -> bool:
+    """True when the call asks for more than bidirectional attention with an optional mask."""
+    if getattr(module, "is_causal", False) or getattr(module, "num_key_value_groups", 1) != 1:
+        return True
+    return any(kwargs.get(name) not in (None, False) for name in STOCK_ONLY_KWARGS)
+
+
 def _attention_with_fast_dropout(stock: Callable) -> Callable:
     """transformers' "sdpa" attention function, except for training attention modules on a CPU whose
     dropout is a ``FastDropout``: there the same attention with that module's masks."""
@@ -80,7 +92,7 @@ def _attention_with_fast_dropout(stock: Callable) -> Callable:
                   attention_mask: Optional[torch.Tensor], dropout: float = 0.0, scaling: Optional[float] = None,
                   **kwargs: Any) -> tuple[torch.Tensor, None]:
         probs_dropout = getattr(module, "dropout", None)
-        if dropout == 0.0 or query.device.type != "cpu" or not isinstance(probs_dropout, FastDropout) or kwargs.get("position_bias") is not None:
+        if dropout == 0.0 or query.device.type != "cpu" or not isinstance(probs_dropout, FastDropout) or _needs_stock(module, kwargs):
             return stock(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs)
         # Shape: query [batch, heads, q, head], key/value [batch, heads, k, head], attention_mask [batch, 1, q, k] or None
         scale = scaling if scaling is not None else query.shape[-1] ** -0.5

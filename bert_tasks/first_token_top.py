@@ -11,9 +11,9 @@ prediction give the same numbers (to float rounding) and gradients are the same.
 dropout draws masks only for the positions computed: the masks are drawn from the same distribution,
 but the random stream (and so a seeded run's exact numbers) differs from running the whole layer.
 
-Only layers laid out as BERT's (``attention.self.query/key/value``, ``attention.output``,
-``intermediate``, ``output``: BERT, RoBERTa, ELECTRA, XLM-R, ...) are trimmed; other architectures,
-decoders and feed-forward chunking run whole.
+Only transformers' layer classes that are BERT's layer (BERT, RoBERTa, XLM-R, CamemBERT, ELECTRA, ERNIE,
+Data2VecText: ``BERT_LAYOUT_LAYERS``) are trimmed; other architectures, look-alikes with another
+order of operations, decoders and feed-forward chunking run whole.
 """
 from __future__ import annotations
 
@@ -30,11 +30,20 @@ from .backbone import encoder_layers
 from .errors import CheckpointError
 
 
+# transformers' layer classes whose forward is BertLayer's line for line (their attention, intermediate
+# and output modules included; checked against the transformers 5 sources). Attribute names alone are
+# not enough: pre-LayerNorm variants (RoBERTa-PreLayerNorm, XLM-RoBERTa-XL) and X-MOD have the same
+# names but normalise before attention or route the feed-forward by language, so they run whole.
+BERT_LAYOUT_LAYERS = frozenset({"BertLayer", "RobertaLayer", "XLMRobertaLayer", "CamembertLayer", "ElectraLayer", "ErnieLayer", "Data2VecTextLayer"})
+
+
 def trimmable_top_layer(encoder: nn.Module) -> Optional[nn.Module]:
-    """The encoder's top layer if it has BERT's layout and runs as a plain encoder layer, else None."""
+    """The encoder's top layer if it is BERT's layer and runs as a plain encoder layer, else None."""
     try:
         layer = encoder_layers(encoder)[-1]
     except CheckpointError:  # no layer stack we know: nothing to trim
+        return None
+    if type(layer).__name__ not in BERT_LAYOUT_LAYERS or not type(layer).__module__.startswith("transformers.models."):
         return None
     attention = getattr(layer, "attention", None)
     self_attention = getattr(attention, "self", None)

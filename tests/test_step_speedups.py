@@ -98,6 +98,16 @@ def test_what_reads_more_than_cls_runs_the_whole_top_layer(tmp_path, tiny_checkp
     assert trimmable_top_layer(nn.Linear(2, 2)) is None  # no layer stack we know: nothing trimmed
 
 
+def test_look_alike_layers_with_another_order_of_operations_run_whole():
+    """RoBERTa-PreLayerNorm has BERT's attribute names but normalises before attention: trimming it
+    would skip that LayerNorm, so only BERT's own layer classes are trimmed."""
+    from transformers import BertConfig, BertModel, RobertaPreLayerNormConfig, RobertaPreLayerNormModel
+
+    sizes = {"hidden_size": 16, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 32, "vocab_size": 50}
+    assert trimmable_top_layer(BertModel(BertConfig(**sizes))) is not None
+    assert trimmable_top_layer(RobertaPreLayerNormModel(RobertaPreLayerNormConfig(**sizes))) is None
+
+
 def test_a_training_run_with_a_trimmed_top_layer_matches_the_whole_one(tmp_path, tiny_checkpoint_no_dropout, monkeypatch):
     """Without dropout no random numbers are drawn in the layer, so a whole run is the same."""
     sections = {"train": {"epochs": 2, "max_train_samples": 48}}
@@ -161,6 +171,24 @@ def test_fast_attention_dropout_is_the_stock_attention_when_nothing_is_dropped(b
     ours, _ = attention(module, query, key, value, mask, dropout=1e-9, scaling=0.3)
     stock, _ = sdpa_attention_forward(module, query, key, value, mask, dropout=0.0, scaling=0.3)
     torch.testing.assert_close(ours, stock, rtol=1e-5, atol=1e-6)
+
+
+def test_fast_attention_dropout_leaves_causal_attention_to_transformers():
+    """A decoder's self-attention may get no mask and rely on is_causal: position 0 must not see later
+    keys, with the same seed the same masks, whatever later positions hold."""
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    module = nn.Module()
+    module.dropout = FastDropout(0.5)
+    module.is_causal = True
+    query, key, value = (torch.randn(1, 2, 5, 8) for _ in range(3))  # Shape: [batch, heads, seq, head]
+    attention = _attention_with_fast_dropout(sdpa_attention_forward)
+    torch.manual_seed(0)
+    first, _ = attention(module, query, key, value, None, dropout=0.5, scaling=0.3)
+    key[:, :, 1:], value[:, :, 1:] = torch.randn(1, 2, 4, 8), torch.randn(1, 2, 4, 8)
+    torch.manual_seed(0)
+    changed, _ = attention(module, query, key, value, None, dropout=0.5, scaling=0.3)
+    torch.testing.assert_close(first[:, 0], changed[:, 0])  # Shape: [batch, heads, head]
 
 
 def test_a_fast_dropout_run_swaps_every_dropout_and_trains(tmp_path, tiny_checkpoint):
