@@ -9,6 +9,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator, Optional
 
+import torch
 from torch import nn
 from transformers import AutoConfig, AutoModel, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 from transformers.utils import logging as hf_logging
@@ -61,6 +62,11 @@ def load_backbone_config(name: str, revision: Optional[str] = None, dropout: Opt
         config = AutoConfig.from_pretrained(path, revision=revision)
     except (OSError, ValueError) as error:
         raise checkpoint_error(name, error) from None
+    # transformers 5 loads weights in the dtype a checkpoint declares ("auto"): a checkpoint saved in
+    # fp16 / bf16 would train half-precision master weights (updates below their resolution, fp16
+    # gradients the loss scaler refuses to unscale) beside fp32 heads. Weights are kept in fp32 here;
+    # lower precision is mixed precision's job (autocast), chosen by train.mixed_precision.
+    config.dtype = torch.float32
     if dropout is not None:
         for key in ("hidden_dropout_prob", "attention_probs_dropout_prob", "dropout", "attention_dropout"):
             if hasattr(config, key):

@@ -47,7 +47,8 @@ def cpu_native_bf16_flags() -> tuple[str, ...]:
 def cuda_supports_bf16() -> bool:
     import torch  # here, so the command line can read PRECISIONS without loading torch
 
-    return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+    # including_emulation=False: a T4 / V100 can make bf16 tensors but has no bf16 tensor cores (fp16 it has)
+    return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported(including_emulation=False))
 
 
 def choose_precision(requested: str, device_type: str) -> PrecisionChoice:

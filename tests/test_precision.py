@@ -92,3 +92,25 @@ def test_cli_evaluate_and_predict_take_a_precision(tmp_path, tiny_checkpoint, ca
     with pytest.raises(SystemExit):
         main(["predict", str(run), "--input", str(inputs), "--output", str(tmp_path / "o2.jsonl"), "--precision", "fp8"])
     assert "fp8" in capsys.readouterr().err
+
+
+def test_a_gpu_that_only_emulates_bf16_gets_fp16(monkeypatch):
+    """torch says a T4 / V100 "supports" bf16 when emulation counts; auto must not pick it there."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: including_emulation)
+    assert not precision_module.cuda_supports_bf16()
+    assert choose_precision("auto", "cuda").precision == "fp16"
+
+
+def test_a_half_precision_checkpoint_trains_fp32_weights(tmp_path, tiny_checkpoint):
+    """transformers 5 would load a bf16-saved checkpoint as bf16: the weights must still train in fp32."""
+    from transformers import AutoModel, AutoTokenizer
+
+    half = tmp_path / "bf16-checkpoint"
+    AutoModel.from_pretrained(str(tiny_checkpoint)).to(torch.bfloat16).save_pretrained(str(half))
+    AutoTokenizer.from_pretrained(str(tiny_checkpoint)).save_pretrained(str(half))
+    config = load_config(tiny_recipe(half, tmp_path, train={"mixed_precision": "no", "max_train_samples": 32}))
+    summary = bert_tasks.train(config)
+    model = bert_tasks.load(summary.run_dir, device="cpu")
+    assert {p.dtype for p in model.model.parameters()} == {torch.float32}
+    assert summary.eval["loss"] == summary.eval["loss"]  # trained and evaluated: a number, not NaN
