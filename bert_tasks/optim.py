@@ -41,10 +41,14 @@ def layer_rate_factors(model: nn.Module, decay: Optional[float]) -> dict[int, fl
     return factors
 
 
-def make_optimizer(model: nn.Module, train: TrainConfig) -> torch.optim.Optimizer:
+def make_optimizer(model: nn.Module, train: TrainConfig, loss_scaling: bool = False) -> torch.optim.Optimizer:
     """AdamW over the trainable parameters; a model may scale its encoder's rate (``encoder_lr_scale``,
     e.g. a pretrained encoder under a decoder that starts from scratch), and train.layer_lr_decay
-    scales each encoder layer's. One parameter group per (weight decay, rate)."""
+    scales each encoder layer's. One parameter group per (weight decay, rate).
+
+    ``loss_scaling`` (fp16): the unfused kernel. A fused AdamW skips an overflowed step inside its
+    kernel, so Accelerate, which sees a skip only when the optimizer's step is not called, would
+    advance the learning-rate schedule over skipped steps."""
     skip = no_decay_names(model)
     scale = float(getattr(model, "encoder_lr_scale", 1.0))
     scaled = {id(p) for p in model.encoder.parameters()} if scale != 1.0 else set()
@@ -59,5 +63,5 @@ def make_optimizer(model: nn.Module, train: TrainConfig) -> torch.optim.Optimize
         for (no_decay, factor), params in sorted(groups_by_key.items())
     ]
     # The fused kernel is ~5x faster on CPU (the 12M-row embedding dominates an unfused step).
-    fused = all(p.is_floating_point() and p.device.type in ("cpu", "cuda") for group in groups for p in group["params"])
+    fused = not loss_scaling and all(p.is_floating_point() and p.device.type in ("cpu", "cuda") for group in groups for p in group["params"])
     return torch.optim.AdamW(groups, lr=train.learning_rate, eps=train.adam_epsilon, fused=fused or None)

@@ -157,7 +157,7 @@ class TrainingLoop:
             enable_gradient_checkpointing(assembly.model)
         if tc.fast_dropout:
             use_fast_dropout(assembly.model)
-        optimizer = make_optimizer(assembly.model, tc)
+        optimizer = make_optimizer(assembly.model, tc, loss_scaling=self.precision.precision == "fp16")
         scheduler = get_linear_schedule_with_warmup(optimizer, tc.warmup_steps or math.ceil(tc.warmup_ratio * self.total_steps), self.total_steps)
         self.model, self.optimizer, self.scheduler, *loaders = accelerator.prepare(assembly.model, optimizer, scheduler, *loaders)
         self.train_loader, self.eval_loaders = loaders[0], loaders[1:]

@@ -27,3 +27,11 @@ def test_no_weight_decay_on_bias_and_layernorm(tmp_path, tiny_checkpoint):
     assert all(n.endswith("bias") or "LayerNorm" in n for n in undecayed)
     assert not any(n.endswith("bias") or "LayerNorm" in n for n in decayed)
     assert "backbone.embeddings.word_embeddings.weight" in decayed
+
+
+def test_fp16_loss_scaling_gets_the_unfused_optimizer(tmp_path, tiny_checkpoint):
+    """A fused AdamW would skip an overflowed fp16 step inside its kernel, unseen by Accelerate's schedule."""
+    config = load_config(tiny_recipe(tiny_checkpoint, tmp_path))
+    assembly, _ = assemble(config)
+    assert make_optimizer(assembly.model, config.train).defaults["fused"]
+    assert not make_optimizer(assembly.model, config.train, loss_scaling=True).defaults["fused"]

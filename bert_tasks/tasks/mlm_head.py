@@ -82,10 +82,10 @@ class PretrainingHead(nn.Module):
 
     def forward(self, hidden: torch.Tensor, attention_mask: torch.Tensor, mlm_labels: torch.Tensor) -> torch.Tensor:
         # Shape: hidden (batch, seq, hidden), mlm_labels (batch, seq) -> (batch, STATS [+ 2])
-        predicted = mlm_labels != IGNORE_INDEX
-        row_of = predicted.nonzero()[:, 0]  # Shape: (n,) the row of each predicted position
-        logits = self.vocabulary_scores(hidden[predicted]).float()  # Shape: (n, vocab): the sparse head
-        targets = mlm_labels[predicted]
+        # One host sync per step (nonzero must learn n); the gathers below reuse its indices
+        row_of, column_of = (mlm_labels != IGNORE_INDEX).nonzero(as_tuple=True)  # Shape: (n,) each
+        logits = self.vocabulary_scores(hidden[row_of, column_of]).float()  # Shape: (n, vocab): the sparse head
+        targets = mlm_labels[row_of, column_of]
         nll = F.cross_entropy(logits, targets, reduction="none")  # Shape: (n,)
         correct = (logits.detach().argmax(-1) == targets).float()
         zeros = torch.zeros(hidden.shape[0], device=hidden.device, dtype=torch.float32)
