@@ -17,27 +17,30 @@ from bert_tasks.step_timing import PHASES, format_breakdown
 GLIBC = platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"
 
 
-def page_faults_of_a_fresh_64mb_block() -> int:
-    """Minor page faults while a newly allocated 64 MB block (above glibc's largest mmap threshold) is
-    written: what the allocator does with it is what keep_freed_blocks changes."""
+def page_faults_of_a_fresh_block(megabytes: int) -> int:
+    """Minor page faults while a newly allocated block is written: what the allocator does with it
+    after free is what keep_freed_blocks changes."""
     libc = ctypes.CDLL("libc.so.6")
     libc.malloc.restype, libc.malloc.argtypes = ctypes.c_void_p, [ctypes.c_size_t]
     libc.free.argtypes = [ctypes.c_void_p]
     libc.memset.restype, libc.memset.argtypes = ctypes.c_void_p, [ctypes.c_void_p, ctypes.c_int, ctypes.c_size_t]
     before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-    block = libc.malloc(64 << 20)
-    libc.memset(block, 1, 64 << 20)
+    block = libc.malloc(megabytes << 20)
+    libc.memset(block, 1, megabytes << 20)
     after = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     libc.free(block)
     return after - before
 
 
 @pytest.mark.skipif(not GLIBC, reason="glibc's allocator only")
-def test_a_freed_large_buffer_is_reused_without_page_faults():
+def test_a_freed_large_buffer_is_reused_without_page_faults_and_a_huge_one_is_returned():
     assert keep_freed_blocks() is True
-    page_faults_of_a_fresh_64mb_block()  # the first one faults its pages in
-    # 64 MB is 16,384 pages of 4 KB: a fresh mmap would fault (nearly) every one of them again
-    assert page_faults_of_a_fresh_64mb_block() < 1000
+    page_faults_of_a_fresh_block(24)  # the first one faults its pages in
+    # 24 MB is 6,144 pages of 4 KB: a fresh mmap (glibc's default for it) would fault every one again
+    assert page_faults_of_a_fresh_block(24) < 500
+    # above 32 MB a block is mmapped and unmapped on free, so batches of varying length cannot
+    # fragment the heap with them: it faults in afresh (16,384 pages for 64 MB)
+    assert page_faults_of_a_fresh_block(64) > 10_000
 
 
 def test_step_breakdown_times_every_phase_when_asked(tmp_path, tiny_checkpoint, capsys):
