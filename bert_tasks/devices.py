@@ -50,6 +50,12 @@ def model_device(model: nn.Module) -> torch.device:
     return torch.device("cpu")
 
 
+def pins_batches(device: torch.device) -> bool:
+    """Whether loaders for ``device`` should build batches in page-locked memory: only for CUDA, where
+    that makes the host-to-device copy asynchronous (pinning costs time and is unsupported elsewhere)."""
+    return device.type == "cuda"
+
+
 def move_to(value: Any, device: torch.device) -> Any:
     """Every tensor inside ``value`` (nested dicts, lists, tuples) on ``device``; other values as they are."""
     if isinstance(value, torch.Tensor):

@@ -13,7 +13,7 @@ from torch.utils.data import DataLoader
 from .assembly import read_splits
 from .batching import EncodedDataset, LengthGroupedBatches
 from .config import RunConfig, with_overrides
-from .devices import resolve_device
+from .devices import pins_batches, resolve_device
 from .errors import BertTasksError
 from .eval_sets import EvalSet, eval_sets, results_of, with_prefix
 from .frozen.plan import attach
@@ -25,10 +25,11 @@ from .sanity import baseline_of, learning_warnings
 from .tasks.base import PAD_OUTPUT, Task
 
 
-def eval_loader(data: EncodedDataset, task: Task, batch_size: int, num_workers: int = 0) -> DataLoader:
-    """Longest first, no shuffling: least padding; outputs are put back in order by 'index'."""
+def eval_loader(data: EncodedDataset, task: Task, batch_size: int, num_workers: int = 0, pin_memory: bool = False) -> DataLoader:
+    """Longest first, no shuffling: least padding; outputs are put back in order by 'index'.
+    ``pin_memory`` (for a CUDA device): batches in page-locked memory, so their copy to the GPU is asynchronous."""
     sampler = LengthGroupedBatches(data.lengths, batch_size, shuffle=False)
-    return DataLoader(data, batch_sampler=sampler, collate_fn=task.collate, num_workers=num_workers, generator=torch.Generator())
+    return DataLoader(data, batch_sampler=sampler, collate_fn=task.collate, num_workers=num_workers, generator=torch.Generator(), pin_memory=pin_memory)
 
 
 @torch.no_grad()
@@ -97,7 +98,7 @@ def evaluate_run(run_dir: Path, overrides: tuple[str, ...] = (), split: str = "v
     model = accelerator.prepare(assembly.model)
     results: dict[str, float] = {}
     for eval_set, data in encoded:
-        loader = accelerator.prepare(eval_loader(data, assembly.task, config.train.eval_batch_size))
+        loader = accelerator.prepare(eval_loader(data, assembly.task, config.train.eval_batch_size, pin_memory=pins_batches(accelerator.device)))
         notes: list[str] = []
         results.update(with_prefix(evaluate(accelerator, model, loader, assembly.task, data, notes=notes), eval_set))
         baseline = baseline_of(assembly.task, data)

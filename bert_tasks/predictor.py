@@ -11,7 +11,7 @@ import torch
 
 from .atomic_files import replacing
 from .data import STREAMED_SUFFIXES, Split, read_file, read_file_in_chunks
-from .devices import model_device, move_to, resolve_device
+from .devices import model_device, move_to, pins_batches, resolve_device
 from .errors import ConfigError, DataError
 from .precision import PRECISIONS, PrecisionChoice, choose_precision
 from .model import TaskModel
@@ -99,11 +99,12 @@ class Predictor:
         device = self.device
         rows: list = [None] * len(data)
         dtype = AUTOCAST_DTYPES.get(self.precision.precision)
-        for batch in eval_loader(data, self.task, batch_size):  # batches of similar length; answers go back in input order
+        for batch in eval_loader(data, self.task, batch_size, pin_memory=pins_batches(device)):  # batches of similar length; answers go back in input order
+            rows_of_batch = batch["index"].tolist()  # read on the host, before the copy
             batch = move_to(batch, device)  # every tensor where the weights are
             with torch.autocast(device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext():
                 outputs = self.task.predict_step(self.model, batch).float().cpu().numpy()  # Shape: [batch, ...]
-            for index, row in zip(batch["index"].tolist(), outputs):
+            for index, row in zip(rows_of_batch, outputs):
                 rows[index] = row[: data.lengths[index]] if self.task.outputs_per_token else row
         return self.task.format_predictions(rows, data)
 

@@ -28,7 +28,7 @@ def make_accelerator(train: TrainConfig, run_dir: Optional[Path] = None) -> Acce
             cpu=on_cpu(train),  # also lets torchrun on CPU-only machines use gloo
             mixed_precision=precision_choice(train).precision,
             gradient_accumulation_steps=train.gradient_accumulation_steps,
-            dataloader_config=DataLoaderConfiguration(split_batches=True),
+            dataloader_config=DataLoaderConfiguration(split_batches=True, non_blocking=not on_cpu(train) and torch.cuda.is_available()),  # from pinned batches (pins_batches)
             log_with=train.log_with,
             project_dir=str(run_dir) if run_dir else None,
         )

@@ -28,6 +28,7 @@ from .streaming import StreamedBatches, training_stream
 from .batching import EncodedDataset, LengthGroupedBatches
 from .checkpointing import Resumable, TrainerState, find_resumable, load_checkpoint, save_checkpoint, step_folders, step_name
 from .config import RunConfig, TrainConfig
+from .devices import pins_batches
 from .errors import BertTasksError, ConfigError
 from .eval_sets import EvalSet, eval_sets, headline, resolve_best_metric, results_of, with_prefix
 from .evaluation import eval_loader, evaluate, task_reports
@@ -143,13 +144,16 @@ class TrainingLoop:
         # Own generator: a DataLoader otherwise draws its seed from the global RNG, which would shift
         # dropout masks after a resume (the iterator is re-created mid-epoch). Saved with checkpoints.
         self.loader_generator = torch.Generator().manual_seed(tc.seed)
+        pin = pins_batches(accelerator.device)  # with the Accelerator's non_blocking copies (runtime.py): no stall per batch
         if isinstance(train_data, StreamedBatches):  # batches made as the stream is read (streaming.py)
             self.sampler: Union[LengthGroupedBatches, StreamedBatches] = train_data
-            train_loader = DataLoader(train_data, batch_size=tc.batch_size, drop_last=True, collate_fn=self.task.collate, generator=self.loader_generator)
+            train_loader = DataLoader(train_data, batch_size=tc.batch_size, drop_last=True, collate_fn=self.task.collate, generator=self.loader_generator,
+                                      pin_memory=pin)
         else:
             self.sampler = LengthGroupedBatches(train_data.lengths, tc.batch_size, shuffle=True, seed=tc.seed, group_by_length=tc.group_by_length)
-            train_loader = DataLoader(train_data, batch_sampler=self.sampler, collate_fn=self.task.collate, num_workers=tc.num_workers, generator=self.loader_generator)
-        loaders = [train_loader] + [eval_loader(data, self.task, tc.eval_batch_size, tc.num_workers) for _, data in eval_data]
+            train_loader = DataLoader(train_data, batch_sampler=self.sampler, collate_fn=self.task.collate, num_workers=tc.num_workers, generator=self.loader_generator,
+                                      pin_memory=pin)
+        loaders = [train_loader] + [eval_loader(data, self.task, tc.eval_batch_size, tc.num_workers, pin) for _, data in eval_data]
         self.steps_per_epoch = math.ceil(len(self.sampler) / tc.gradient_accumulation_steps)
         epochs = 1 if isinstance(train_data, StreamedBatches) else tc.epochs  # a stream's "epoch" is train.max_steps
         self.total_steps = max(1, min(math.ceil(self.steps_per_epoch * epochs), tc.max_steps or math.inf))

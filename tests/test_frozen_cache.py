@@ -11,6 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import yaml
@@ -22,6 +23,7 @@ import bert_tasks
 from bert_tasks.checkpointing import checkpoint_dirs
 from bert_tasks.config import load_config
 from bert_tasks.errors import ConfigError
+from bert_tasks.frozen.store import FrozenStore
 from bert_tasks.rundir import read_metrics
 from bert_tasks.tasks.classification import Classification
 
@@ -133,6 +135,40 @@ def test_memory_mapped_store_trains_alike(tmp_path, tiny_checkpoint):
     mapped = _train(tiny_checkpoint, tmp_path, "mapped", strategy, cache_memory_gb=0)
     assert _record(mapped)["train"]["mapped"] and not _record(in_memory)["train"]["mapped"]
     assert _losses(mapped) == _losses(in_memory)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_device_layout_gathers_what_the_host_layout_does(dtype):
+    """The GPU layout (one flat tensor indexed on the device, no host round trip) gives the row-by-row
+    gather's result exactly, zero padding included; checked on CPU by flattening there."""
+    generator = torch.Generator().manual_seed(0)
+    lengths = [3, 1, 5, 2, 4, 1, 6]
+    shards, offsets = [], []
+    for shard in range(2):  # row i lives in shard i % 2
+        rows = lengths[shard::2]
+        offsets.append(np.cumsum([0, *rows[:-1]]).astype(np.int64))
+        shards.append(torch.randn((sum(rows), 2, 4), generator=generator).to(dtype))
+    manifest = {"states": 2, "hidden": 4, "bytes": 0}
+    host = FrozenStore(shards, offsets, lengths, dtype, torch.float32, manifest, mapped=False)
+    flat = FrozenStore([s.clone() for s in shards], offsets, lengths, dtype, torch.float32, manifest, mapped=False)
+    flat.flatten(torch.device("cpu"))
+    assert flat.flat is not None and flat.shards == []
+    for rows in ([6, 0, 3], [1], [5, 2, 4, 1]):
+        index = torch.tensor(rows)
+        pad_to = max(lengths[r] for r in rows) + 2
+        expected = host.gather(index, pad_to, torch.device("cpu"))
+        got = flat.gather(index, pad_to, torch.device("cpu"))
+        assert got.dtype == torch.float32 and got.shape == (len(rows), pad_to, 2, 4)
+        assert torch.equal(got, expected)
+
+
+def test_cached_run_with_the_device_layout_trains_alike(tmp_path, tiny_checkpoint, monkeypatch):
+    """What a GPU whose memory holds the store runs, on CPU: the store flattened where the model is."""
+    strategy = {"name": "layer_mix"}
+    host = _train(tiny_checkpoint, tmp_path, "host", strategy)
+    monkeypatch.setattr(FrozenStore, "place", lambda store, device, budget: store.flatten(device))
+    flat = _train(tiny_checkpoint, tmp_path, "flat", strategy)
+    assert _losses(flat) == _losses(host)
 
 
 def test_bfloat16_store_of_a_float32_run(tmp_path, tiny_checkpoint):

@@ -81,6 +81,9 @@ class FrozenStore:
         self.shards, self.offsets, self.lengths = shards, offsets, list(lengths)
         self.dtype, self.compute_dtype, self.manifest, self.mapped = dtype, compute_dtype, manifest, mapped
         self.states, self.hidden = int(manifest["states"]), int(manifest["hidden"])
+        self.flat: Optional[torch.Tensor] = None  # set by ``flatten``: every row's values in one device tensor
+        self.row_start: Optional[torch.Tensor] = None
+        self.row_length: Optional[torch.Tensor] = None
 
     @classmethod
     def in_memory(cls, values: torch.Tensor, offsets: np.ndarray, lengths: Sequence[int], compute_dtype: torch.dtype, manifest: dict[str, Any]) -> "FrozenStore":
@@ -118,12 +121,45 @@ class FrozenStore:
         """On a GPU: the values on the device when they fit ``device_budget`` bytes, else in pinned host memory."""
         if device.type != "cuda" or self.mapped:
             return
-        on_device = self.manifest["bytes"] <= device_budget
-        self.shards = [shard.to(device) if on_device else shard.pin_memory() for shard in self.shards]
+        if self.manifest["bytes"] <= device_budget:
+            self.flatten(device)
+        else:
+            self.shards = [shard.pin_memory() for shard in self.shards]
+
+    def flatten(self, device: torch.device) -> None:
+        """All values in one tensor on ``device``, with each row's start and length beside them there too, so
+        ``gather`` indexes on the device: no host round trip (a GPU sync) per batch. Shards are copied in one
+        by one, so the host never holds a second copy."""
+        if self.mapped:
+            raise BertTasksError("a memory-mapped frozen cache is read batch by batch; it is not flattened")
+        sizes = [int(shard.shape[0]) for shard in self.shards]
+        values = torch.empty((max(1, sum(sizes)), self.states, self.hidden), dtype=self.dtype, device=device)  # Shape: [tokens, states, hidden]
+        bases = np.cumsum([0, *sizes[:-1]])
+        count = len(self.shards)
+        for shard, base in zip(self.shards, bases):
+            values[base : base + shard.shape[0]].copy_(shard)
+        starts = [int(bases[row % count] + self.offsets[row % count][row // count]) for row in range(len(self.lengths))]
+        self.flat = values
+        self.row_start = torch.tensor(starts, dtype=torch.int64, device=device)  # Shape: [rows]
+        self.row_length = torch.tensor(self.lengths, dtype=torch.int64, device=device)  # Shape: [rows]
+        self.shards = []
 
     def gather(self, index: torch.Tensor, pad_to: int, device: torch.device) -> torch.Tensor:
         """States of rows ``index`` in the compute dtype, zero past each row's length.
         Shape: index [batch] -> [batch, pad_to, states, hidden]"""
+        out = self._gather_flat(index, pad_to) if self.flat is not None else self._gather_rows(index, pad_to, device)
+        return out if self.dtype == self.compute_dtype else out.to(self.compute_dtype)
+
+    def _gather_flat(self, index: torch.Tensor, pad_to: int) -> torch.Tensor:
+        """One indexing kernel over the flattened values (see ``flatten``). Shape: [batch, pad_to, states, hidden]"""
+        index = index.to(self.flat.device, non_blocking=True)
+        positions = torch.arange(pad_to, device=self.flat.device)  # Shape: [pad_to]
+        valid = positions[None, :] < self.row_length[index][:, None]  # Shape: [batch, pad_to]
+        tokens = (self.row_start[index][:, None] + positions[None, :]) * valid  # padding reads token 0, then zeroed
+        return self.flat[tokens].masked_fill_(~valid[:, :, None, None], 0)
+
+    def _gather_rows(self, index: torch.Tensor, pad_to: int, device: torch.device) -> torch.Tensor:
+        """Row by row from host shards (in memory or memory-mapped), staged in pinned memory for a GPU."""
         rows = index.tolist()
         source = self.shards[0]
         home = source.device if isinstance(source, torch.Tensor) else torch.device("cpu")
@@ -135,5 +171,4 @@ class FrozenStore:
             start, length = int(self.offsets[shard][local]), self.lengths[row]
             values = self.shards[shard][start : start + length]
             out[position, :length] = values if isinstance(values, torch.Tensor) else from_numpy(values, self.dtype)
-        out = out.to(device, non_blocking=staged)
-        return out if self.dtype == self.compute_dtype else out.to(self.compute_dtype)
+        return out.to(device, non_blocking=staged)
