@@ -1,7 +1,7 @@
 """Where a training run stands, and resumable checkpoints of it: written atomically, read without pickle.
 
     checkpoints/step-0000010/
-      model.safetensors          every weight of the model
+      model.safetensors          every weight of the model (gathered whole from a sharded run)
       optimizer.pt scheduler.pt  plain state dicts (tensors, numbers, lists) via torch.save,
       [scaler.pt]                read back with torch.load(weights_only=True): no code can run
       trainer_state.json         the loop's position (TrainerState) and the micro-step counter
@@ -34,6 +34,7 @@ from safetensors.torch import load_file, load_model, save_file, save_model
 from . import atomic_files
 from .errors import BertTasksError
 from .rundir import CHECKPOINTS_DIR, replace_folder
+from .sharding import gathered_optimizer_state, gathered_weights, is_sharded, load_whole_optimizer_state, load_whole_weights
 
 MANIFEST_FILE = "manifest.json"
 STATE_FILE = "trainer_state.json"
@@ -141,13 +142,22 @@ def save_checkpoint(
     index = accelerator.process_index
     (partial / f"process-{index}.json").write_text(json.dumps(plain))
     save_file(tensors, str(partial / f"process-{index}.safetensors"))
+    sharded = is_sharded(accelerator)
+    if sharded:  # every process takes part in the gathers; the main process writes the whole state
+        weights = gathered_weights(accelerator, pieces.model)
+        optimizer_state = gathered_optimizer_state(accelerator, pieces.model, pieces.optimizer)
     if main:
-        save_model(accelerator.unwrap_model(pieces.model), str(partial / MODEL_FILE))
-        torch.save(pieces.optimizer.state_dict(), partial / OPTIMIZER_FILE)
+        if sharded:
+            save_file(weights, str(partial / MODEL_FILE))
+            torch.save(optimizer_state, partial / OPTIMIZER_FILE)
+        else:
+            save_model(accelerator.unwrap_model(pieces.model), str(partial / MODEL_FILE))
+            torch.save(pieces.optimizer.state_dict(), partial / OPTIMIZER_FILE)
         torch.save(pieces.scheduler.state_dict(), partial / SCHEDULER_FILE)
         if accelerator.scaler is not None:
             torch.save(accelerator.scaler.state_dict(), partial / SCALER_FILE)
-        loop = {"trainer": asdict(state), "accelerator_step": accelerator.step, "processes": accelerator.num_processes}
+        loop = {"trainer": asdict(state), "accelerator_step": accelerator.step, "processes": accelerator.num_processes,
+                "optimizer_keys": "names" if sharded else "positions"}
         (partial / STATE_FILE).write_text(json.dumps(loop, indent=2))
     accelerator.wait_for_everyone()
     if main:
@@ -232,11 +242,22 @@ def load_checkpoint(accelerator: Accelerator, folder: Path, pieces: Resumable) -
         state = TrainerState.from_dict(loop["trainer"])
     except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as error:
         raise BertTasksError(f"{folder / STATE_FILE}: not a trainer state ({error})") from None
+    sharded = is_sharded(accelerator)
+    saved_keys = loop.get("optimizer_keys", "positions")
+    if saved_keys != ("names" if sharded else "positions"):
+        raise BertTasksError(f"{folder}: saved by a {'sharded (FSDP)' if saved_keys == 'names' else 'non-sharded'} run; "
+                             f"resume it with the same kind of launch ({'FSDP' if saved_keys == 'names' else 'no FSDP'})")
     try:
-        load_model(accelerator.unwrap_model(pieces.model), str(folder / MODEL_FILE), strict=True)
+        if sharded:
+            load_whole_weights(accelerator, pieces.model, load_file(str(folder / MODEL_FILE)), str(folder / MODEL_FILE))
+        else:
+            load_model(accelerator.unwrap_model(pieces.model), str(folder / MODEL_FILE), strict=True)
     except (RuntimeError, OSError) as error:
         raise BertTasksError(f"{folder / MODEL_FILE}: does not fit this run's model ({str(error).splitlines()[0][:200]})") from None
-    pieces.optimizer.load_state_dict(_torch_state(folder / OPTIMIZER_FILE))
+    if sharded:
+        load_whole_optimizer_state(accelerator, pieces.model, pieces.optimizer, _torch_state(folder / OPTIMIZER_FILE))
+    else:
+        pieces.optimizer.load_state_dict(_torch_state(folder / OPTIMIZER_FILE))
     pieces.scheduler.load_state_dict(_torch_state(folder / SCHEDULER_FILE))
     if accelerator.scaler is not None and (folder / SCALER_FILE).is_file():
         accelerator.scaler.load_state_dict(_torch_state(folder / SCALER_FILE))

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Optional
 
+import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, load_model, save_file, save_model
 from transformers import AutoConfig, AutoTokenizer
@@ -87,18 +88,23 @@ def keep_metrics_until(run_dir: Path, step: Optional[int]) -> None:
     atomic_files.write_text(path, "".join(json.dumps(r) + "\n" for r in kept))
 
 
-def save_weights(directory: Path, assembly: Assembly, model: Any) -> None:
-    """Save the (unwrapped) model's weights with the tokenizer and encoder config beside them."""
+def save_weights(directory: Path, assembly: Assembly, model: Any, whole: Optional[dict[str, torch.Tensor]] = None) -> None:
+    """Save the (unwrapped) model's weights with the tokenizer and encoder config beside them.
+    ``whole``: the weights gathered from a sharded model (sharding.gathered_weights), saved in their place."""
     tmp = atomic_files.temporary_name(directory)
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
     if assembly.strategy.small_save:
-        trained = {name: p.detach().contiguous() for name, p in model.named_parameters() if p.requires_grad}
+        trainable = [name for name, p in model.named_parameters() if p.requires_grad]
+        trained = {name: whole[name] for name in trainable} if whole is not None else \
+            {name: p.detach().contiguous() for name, p in model.named_parameters() if p.requires_grad}
         save_file(trained, str(tmp / TRAINED_FILE))
         config = assembly.model_config
         base = {"checkpoint": config.checkpoint, "revision": config.revision, "sha256": assembly.base_hash}
         (tmp / BASE_FILE).write_text(json.dumps(base, indent=2))
+    elif whole is not None:
+        save_file(whole, str(tmp / WEIGHTS_FILE))
     else:
         save_model(model, str(tmp / WEIGHTS_FILE))
     assembly.tokenizer.save_pretrained(str(tmp))

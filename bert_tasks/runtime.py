@@ -55,9 +55,12 @@ def check_distributed_setup(accelerator: Accelerator) -> None:
                           f"({accelerator.distributed_type.value}); on CPUs launch with `bert-tasks launch-config ddp_cpu`")
     sharding = [name for name, flag in (("FSDP", "ACCELERATE_USE_FSDP"), ("DeepSpeed", "ACCELERATE_USE_DEEPSPEED"))
                 if os.environ.get(flag, "false").lower() == "true"]
-    if accelerator.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED):
-        raise ConfigError(f"{accelerator.distributed_type.value}: sharded training is not supported yet (checkpoints and best/ are saved "
-                          "from the main process, which holds only its shard); use `bert-tasks launch-config ddp` and train.gradient_checkpointing=true for memory")
+    if accelerator.distributed_type == DistributedType.DEEPSPEED:
+        raise ConfigError("DeepSpeed: sharded training through DeepSpeed is not supported yet (its engine owns the optimiser and "
+                          "schedule the checkpoints save); use `bert-tasks launch-config fsdp_full_shard` (FSDP2) instead")
+    if accelerator.distributed_type == DistributedType.FSDP and accelerator.state.fsdp_plugin.fsdp_version != 2:
+        raise ConfigError("FSDP version 1: only FSDP2 is supported (set `fsdp_version: 2` in the Accelerate config, as "
+                          "`bert-tasks launch-config fsdp_full_shard` does)")
     if sharding and accelerator.is_main_process:
         import sys
 

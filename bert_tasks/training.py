@@ -42,6 +42,7 @@ from .step_timing import StepTimer, format_breakdown
 from .run_guard import claim_run_dir, clear_previous_run, remove_if_unused, remove_leftovers
 from .rundir import BEST_DIR, CHECKPOINTS_DIR, FROZEN_CACHE_FILE, PARAMETERS_FILE, SUMMARY_FILE, append_metrics, keep_metrics_until, load_trained, save_weights, weights_size, write_run_files
 from .sanity import baseline_of
+from .sharding import fit_wrap_classes, gathered_weights, is_sharded
 from .runtime import check_distributed_setup, make_accelerator, peak_memory_mb, precision_choice, same_on_every_process
 from .strategies.base import Strategy
 from .summary import RunSummary
@@ -162,6 +163,8 @@ class TrainingLoop:
         if tc.fast_dropout:
             use_fast_dropout(assembly.model)
         optimizer = make_optimizer(assembly.model, tc, loss_scaling=self.precision.precision == "fp16")
+        if is_sharded(accelerator):
+            fit_wrap_classes(accelerator, assembly.model)
         scheduler = get_linear_schedule_with_warmup(optimizer, tc.warmup_steps or math.ceil(tc.warmup_ratio * self.total_steps), self.total_steps)
         self.model, self.optimizer, self.scheduler, *loaders = accelerator.prepare(assembly.model, optimizer, scheduler, *loaders)
         self.train_loader, self.eval_loaders = loaders[0], loaders[1:]
@@ -217,7 +220,7 @@ class TrainingLoop:
         if self.main and not resumed:
             append_metrics(self.run_dir, {"event": "start", "best_metric": self.best_metric, "trainable_parameters": self.trainable, "total_parameters": self.total,
                                           "train_examples": None if isinstance(self.train_data, StreamedBatches) else len(self.train_data), "total_steps": self.total_steps, "processes": self.accelerator.num_processes,
-                                          "frozen_cache": self.frozen.cached, "frozen_cut": self.frozen.record.get("cut"),
+                                          "sharded": is_sharded(self.accelerator), "frozen_cache": self.frozen.cached, "frozen_cut": self.frozen.record.get("cut"),
                                           "precision": self.precision.precision, "precision_reason": self.precision.reason})
 
     def run(self) -> None:
@@ -227,8 +230,8 @@ class TrainingLoop:
         while not stop:
             stop = self.train_epoch()
         self.progress.close()
-        if not self.eval_loaders and self.main:
-            save_weights(self.run_dir / BEST_DIR, self.assembly, self.accelerator.unwrap_model(self.model))
+        if not self.eval_loaders:
+            self.save_best()
         if self.saved_at != state.global_step:
             state.finished = True
             self.save_checkpoint()
@@ -351,8 +354,7 @@ class TrainingLoop:
         if better:
             state.best_value, state.best_step, state.best_metrics = value, state.global_step, results
             state.evals_without_improvement = 0
-            if self.main:
-                save_weights(self.run_dir / BEST_DIR, self.assembly, accelerator.unwrap_model(self.model))
+            self.save_best()
         else:
             state.evals_without_improvement += 1
         record = {"event": "eval", "step": state.global_step, "epoch": round(state.global_step / self.steps_per_epoch, 3),
@@ -367,6 +369,12 @@ class TrainingLoop:
         accelerator.wait_for_everyone()
         patience = self.tc.early_stopping_patience
         return patience > 0 and state.evals_without_improvement >= patience
+
+    def save_best(self) -> None:
+        """The current weights as best/ (every process calls: a sharded model is gathered first)."""
+        whole = gathered_weights(self.accelerator, self.model) if is_sharded(self.accelerator) else None
+        if self.main:
+            save_weights(self.run_dir / BEST_DIR, self.assembly, self.accelerator.unwrap_model(self.model), whole)
 
     def save_checkpoint(self) -> None:
         running = {"running_loss": self.running_loss.item(), "running_batches": self.running_batches}  # so the next loss record is exact
