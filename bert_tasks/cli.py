@@ -198,7 +198,7 @@ def build_parser() -> argparse.ArgumentParser:
     suite.set_defaults(run=_cmd_suite)
 
     launch = commands.add_parser("launch-config", help="the path of a bundled Accelerate config: accelerate launch --config_file $(bert-tasks launch-config ddp) -m bert_tasks train RECIPE")
-    launch.add_argument("name", nargs="?", help="ddp, ddp_cpu, fsdp_full_shard, deepspeed_zero2, deepspeed_zero3 (none: list them)")
+    launch.add_argument("name", nargs="?", help="ddp, ddp_cpu, fsdp_full_shard, fsdp_shard_grad_op, deepspeed_zero2, deepspeed_zero3 (none: list them)")
     launch.set_defaults(run=_cmd_launch_config)
 
     report = commands.add_parser("report", help="a table of finished runs: bert-tasks report RUN_DIR [RUN_DIR ...]")

@@ -56,8 +56,8 @@ def check_distributed_setup(accelerator: Accelerator) -> None:
     sharding = [name for name, flag in (("FSDP", "ACCELERATE_USE_FSDP"), ("DeepSpeed", "ACCELERATE_USE_DEEPSPEED"))
                 if os.environ.get(flag, "false").lower() == "true"]
     if accelerator.distributed_type == DistributedType.DEEPSPEED:
-        raise ConfigError("DeepSpeed: sharded training through DeepSpeed is not supported yet (its engine owns the optimiser and "
-                          "schedule the checkpoints save); use `bert-tasks launch-config fsdp_full_shard` (FSDP2) instead")
+        raise ConfigError("DeepSpeed: not supported (its checkpoints are read back by unpickling, which bert_tasks never does); "
+                          "the same sharding runs through FSDP2: `bert-tasks launch-config fsdp_full_shard` (ZeRO-3) or fsdp_shard_grad_op (ZeRO-2)")
     if accelerator.distributed_type == DistributedType.FSDP and accelerator.state.fsdp_plugin.fsdp_version != 2:
         raise ConfigError("FSDP version 1: only FSDP2 is supported (set `fsdp_version: 2` in the Accelerate config, as "
                           "`bert-tasks launch-config fsdp_full_shard` does)")

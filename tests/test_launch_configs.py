@@ -17,7 +17,7 @@ from safetensors.torch import load_file
 from bert_tasks.launch_configs import config_path, names
 from bert_tasks.rundir import read_metrics
 
-EXPECTED = {"ddp": DistributedType.MULTI_GPU, "ddp_cpu": DistributedType.MULTI_GPU, "fsdp_full_shard": DistributedType.FSDP,
+EXPECTED = {"ddp": DistributedType.MULTI_GPU, "ddp_cpu": DistributedType.MULTI_GPU, "fsdp_full_shard": DistributedType.FSDP, "fsdp_shard_grad_op": DistributedType.FSDP,
             "deepspeed_zero2": DistributedType.DEEPSPEED, "deepspeed_zero3": DistributedType.DEEPSPEED}
 
 
@@ -32,6 +32,7 @@ def test_every_bundled_config_loads_through_accelerate():
             assert loaded.deepspeed_config["zero_stage"] == int(name[-1])
         if kind == DistributedType.FSDP:
             assert loaded.fsdp_config["fsdp_auto_wrap_policy"] == "TRANSFORMER_BASED_WRAP" and "BertLayer" in loaded.fsdp_config["fsdp_transformer_layer_cls_to_wrap"]
+            assert loaded.fsdp_config["fsdp_version"] == 2 and loaded.fsdp_config["fsdp_reshard_after_forward"] == (name == "fsdp_full_shard")
 
 
 @pytest.mark.slow

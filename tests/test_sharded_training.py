@@ -134,3 +134,18 @@ def test_fsdp_with_frozen_layers_runs_them_instead_of_caching(tmp_path, tiny_che
     assert done.returncode == 0, done.stderr[-3000:]
     record = json.loads((tmp_path / "runs" / "two" / "frozen_cache.json").read_text())
     assert not record["cached"] and "sharded over the processes (FSDP)" in record["reason"]
+
+
+def test_deepspeed_and_fsdp1_launches_are_refused_in_one_line(monkeypatch):
+    from accelerate.utils import DistributedType
+
+    from bert_tasks.runtime import check_distributed_setup
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    deepspeed = SimpleNamespace(distributed_type=DistributedType.DEEPSPEED, num_processes=2, is_main_process=True)
+    with pytest.raises(ConfigError, match="unpickling.*fsdp_full_shard"):
+        check_distributed_setup(deepspeed)
+    fsdp1 = SimpleNamespace(distributed_type=DistributedType.FSDP, num_processes=2, is_main_process=True,
+                            state=SimpleNamespace(fsdp_plugin=SimpleNamespace(fsdp_version=1)))
+    with pytest.raises(ConfigError, match="only FSDP2"):
+        check_distributed_setup(fsdp1)
