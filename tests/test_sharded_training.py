@@ -56,8 +56,9 @@ def _assert_same_layout(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor], 
 @pytest.mark.slow
 def test_fsdp_on_two_processes_trains_and_saves_like_one(tmp_path, tiny_checkpoint_no_dropout):
     path = _recipe(tmp_path, tiny_checkpoint_no_dropout)
-    assert _run([sys.executable, "-m", "bert_tasks", "train", str(path), "output.name=one"], tmp_path).returncode == 0
-    done = _fsdp(path, tmp_path, "output.name=two", port=29541)
+    clipped = "train.max_grad_norm=0.01"  # clipping on every step: the norm is taken over every process's shards
+    assert _run([sys.executable, "-m", "bert_tasks", "train", str(path), "output.name=one", clipped], tmp_path).returncode == 0
+    done = _fsdp(path, tmp_path, "output.name=two", clipped, port=29541)
     assert done.returncode == 0, done.stderr[-3000:]
     one, two = tmp_path / "runs" / "one", tmp_path / "runs" / "two"
     start = [e for e in read_metrics(two) if e["event"] == "start"][0]
