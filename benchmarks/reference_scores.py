@@ -59,7 +59,7 @@ JOBS: dict[str, dict[str, Any]] = {
     "conll": {
         "recipe": "conll2003", "metric": "f1", "target": 0.91,
         "data": ["data.dataset=null", f"data.train={DATA / 'conll2003' / 'train.txt'}", f"data.validation={DATA / 'conll2003' / 'valid.txt'}"],
-        "chosen": [],
+        "chosen": [],  # the recipe as bundled: 5 epochs (0.912; 3 epochs gave 0.904)
         "grid": {"train.learning_rate": ["1.0e-4", "2.0e-4"]},
     },
     "squad": {
