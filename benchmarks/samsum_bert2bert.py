@@ -14,13 +14,18 @@ default checkpoint (a sentence-embedding model) does not have.
     python benchmarks/samsum_bert2bert.py [--epochs 8] [--only joint|frozen|adapted] [--mlm-epochs 10] [--out runs/samsum]
 
 Prints ROUGE-1/2/L/Lsum, BLEU and mean length per system, the first and last training loss,
-how many distinct summaries each run generated, and three sample outputs.
+how many distinct summaries each run generated, and three sample outputs. Then who the summaries
+name: the share of summaries that name one of the dialogue's speakers, the share that name someone
+who does not speak in it, and ROUGE-1/L again with every person's name replaced by one placeholder
+in outputs and references alike (what each system would score if it named the right people).
+`--existing` scores the run folders an earlier call left in --out without training again.
 """
 from __future__ import annotations
 
 import argparse
 import csv
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -73,6 +78,39 @@ def first_line(dialogue: str) -> str:
     return next((line.strip() for line in dialogue.splitlines() if line.strip()), "")
 
 
+def speakers(dialogue: str) -> set[str]:
+    """The lowercased names before the colon of each "Name: text" line."""
+    return {line.split(":", 1)[0].strip().lower() for line in dialogue.splitlines() if ":" in line and line.split(":", 1)[0].strip()}
+
+
+def person_names(rows: list[dict[str, str]]) -> set[str]:
+    """Every speaker's name in the file, lowercased, except those also written in lower case as a word
+    ("will", "may", "mark", "a"): the model's outputs are lower case, so only unambiguous names count."""
+    names = set().union(*(speakers(row["dialogue"]) for row in rows))
+    bodies = " ".join(line.split(":", 1)[-1] for row in rows for line in [*row["dialogue"].splitlines(), row["summary"]])
+    as_words = set(re.findall(r"\b[a-z][a-z0-9']*\b", bodies))
+    return {name for name in names if " " not in name and name not in as_words}
+
+
+def words(text: str) -> list[str]:
+    return re.findall(r"[a-z0-9']+", text.lower())
+
+
+def naming(predictions: list[str], dialogues: list[str], names: set[str]) -> dict[str, float]:
+    """Who a system's summaries name, against who speaks in each dialogue (names: every speaker of the file)."""
+    right = wrong = 0
+    for prediction, dialogue in zip(predictions, dialogues):
+        named = {w for w in words(prediction) if w in names}
+        right += bool(named & speakers(dialogue))
+        wrong += bool(named - speakers(dialogue))
+    return {"names a speaker": right / len(predictions), "names a stranger": wrong / len(predictions)}
+
+
+def without_names(texts: list[str], names: set[str]) -> list[str]:
+    """Each text's words with every known name replaced by one placeholder, so any name matches any other."""
+    return [" ".join("someone" if w in names else w for w in words(text)) for text in texts]
+
+
 def scores(predictions: list[str], references: list[str]) -> dict[str, float]:
     lengths = [len(p.split()) for p in predictions]
     return {**rouge(predictions, references), "bleu": bleu(predictions, references), "words": sum(lengths) / len(lengths)}
@@ -84,6 +122,7 @@ def main() -> None:
     parser.add_argument("--only", choices=sorted(RUNS))
     parser.add_argument("--mlm-epochs", type=float, default=10, help="masked-LM epochs for the adapted checkpoint")
     parser.add_argument("--out", default=str(ROOT / "runs" / "samsum"))
+    parser.add_argument("--existing", action="store_true", help="score the run folders already in --out, without training")
     args = parser.parse_args()
     if not SAMSUM.is_file():
         sys.exit(f"{SAMSUM}: not found (the shared SAMSum file); nothing to run")
@@ -96,6 +135,12 @@ def main() -> None:
     for name, overrides in RUNS.items():
         if args.only and name != args.only:
             continue
+        run_dir = Path(args.out) / name
+        if args.existing:
+            if (run_dir / "summary.json").is_file():
+                samples[name] = [row["generated_text"] for row in bert_tasks.load(run_dir).predict([r["dialogue"] for r in evaluation], batch_size=32)]
+                table[f"bert2bert {name}"] = {**scores(samples[name], references), "distinct": len(set(samples[name]))}
+            continue
         if name == "adapted":
             overrides = [*overrides, f"model.checkpoint={adapt_checkpoint(training, Path(args.out), args.mlm_epochs)}"]
         config = bert_tasks.load_config("samsum_bert2bert", [
@@ -103,7 +148,6 @@ def main() -> None:
             f"train.epochs={args.epochs}", f"output.dir={args.out}", f"output.name={name}", "output.overwrite=true", *overrides,
         ])
         summary = bert_tasks.train(config)
-        run_dir = Path(args.out) / name
         losses = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
         train_losses = [e["loss"] for e in losses if e["event"] == "train"]
         predictions = [row["generated_text"] for row in bert_tasks.load(run_dir).predict([r["dialogue"] for r in evaluation], batch_size=32)]
@@ -118,6 +162,16 @@ def main() -> None:
     for system, row in table.items():
         cells = [row.get(c, "") for c in columns]
         print(f"{system:<18}" + "".join(f"{c:>16.2f}" if isinstance(c, float) else f"{c!s:>16}" for c in cells))
+    dialogues = [row["dialogue"] for row in evaluation]
+    names = person_names(every_row)
+    outputs = {"reference": references, "first line": [first_line(d) for d in dialogues], **samples}
+    gold = without_names(references, names)
+    print(f"\nWho is named ({len(names)} speaker names in the file; ROUGE with every name replaced by one placeholder)")
+    print(f"{'system':<18}{'names a speaker':>18}{'names a stranger':>18}{'rouge1 no names':>18}{'rougeL no names':>18}")
+    for system, texts in outputs.items():
+        named = naming(texts, dialogues, names)
+        blind = rouge(without_names(texts, names), gold)
+        print(f"{system:<18}{named['names a speaker']:>18.3f}{named['names a stranger']:>18.3f}{blind['rouge1']:>18.2f}{blind['rougeL']:>18.2f}")
     for index in (0, 1, 2):
         print(f"\n--- example {index + 1} (row {700 + index + 2} of the file) ---")
         print("reference :", references[index])
