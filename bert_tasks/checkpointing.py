@@ -4,6 +4,8 @@
       model.safetensors          every weight of the model (gathered whole from a sharded run)
       optimizer.pt scheduler.pt  plain state dicts (tensors, numbers, lists) via torch.save,
       [scaler.pt]                read back with torch.load(weights_only=True): no code can run
+      [optimizer-<i>-of-<n>.*]   instead of optimizer.pt under DeepSpeed ZeRO: each process's own
+                                 partition, in safetensors + JSON (zero_state)
       trainer_state.json         the loop's position (TrainerState) and the micro-step counter
       process-<i>.json           per process: python's and numpy's random generator states and
                                  the training loss summed since the last loss record
@@ -34,7 +36,9 @@ from safetensors.torch import load_file, load_model, save_file, save_model
 from . import atomic_files
 from .errors import BertTasksError
 from .rundir import CHECKPOINTS_DIR, replace_folder
-from .sharding import gathered_optimizer_state, gathered_weights, is_sharded, load_whole_optimizer_state, load_whole_weights
+from .sharding import (gathered_optimizer_state, gathered_weights, load_whole_optimizer_state, load_whole_weights, sharding_kind,
+                       zero_stage)
+from .zero_state import file_names, load_partition, save_partition
 
 MANIFEST_FILE = "manifest.json"
 STATE_FILE = "trainer_state.json"
@@ -43,6 +47,9 @@ OPTIMIZER_FILE = "optimizer.pt"
 SCHEDULER_FILE = "scheduler.pt"
 SCALER_FILE = "scaler.pt"
 PARTIAL_SUFFIX = ".partial"
+# how a checkpoint's optimiser state is laid out, by the kind of sharding that wrote it
+OPTIMIZER_KEYS = {None: "positions", "fsdp": "names", "deepspeed": "zero-partitions"}
+LAUNCHES = {"positions": "no sharding", "names": "FSDP", "zero-partitions": "DeepSpeed ZeRO"}
 
 
 @dataclass
@@ -142,22 +149,26 @@ def save_checkpoint(
     index = accelerator.process_index
     (partial / f"process-{index}.json").write_text(json.dumps(plain))
     save_file(tensors, str(partial / f"process-{index}.safetensors"))
-    sharded = is_sharded(accelerator)
-    if sharded:  # every process takes part in the gathers; the main process writes the whole state
+    kind = sharding_kind(accelerator)
+    if kind:  # every process takes part in the gathers; the main process writes the whole weights
         weights = gathered_weights(accelerator, pieces.model)
+    if kind == "fsdp":
         optimizer_state = gathered_optimizer_state(accelerator, pieces.model, pieces.optimizer)
+    elif kind == "deepspeed":  # partitions stay partitioned: each process writes its own
+        save_partition(pieces.optimizer.optimizer, partial, index, accelerator.num_processes)
     if main:
-        if sharded:
+        if kind:
             save_file(weights, str(partial / MODEL_FILE))
+        if kind == "fsdp":
             torch.save(optimizer_state, partial / OPTIMIZER_FILE)
-        else:
+        elif kind is None:
             save_model(accelerator.unwrap_model(pieces.model), str(partial / MODEL_FILE))
             torch.save(pieces.optimizer.state_dict(), partial / OPTIMIZER_FILE)
         torch.save(pieces.scheduler.state_dict(), partial / SCHEDULER_FILE)
         if accelerator.scaler is not None:
             torch.save(accelerator.scaler.state_dict(), partial / SCALER_FILE)
         loop = {"trainer": asdict(state), "accelerator_step": accelerator.step, "processes": accelerator.num_processes,
-                "optimizer_keys": "names" if sharded else "positions"}
+                "optimizer_keys": OPTIMIZER_KEYS[kind], **({"zero_stage": zero_stage(accelerator)} if kind == "deepspeed" else {})}
         (partial / STATE_FILE).write_text(json.dumps(loop, indent=2))
     accelerator.wait_for_everyone()
     if main:
@@ -199,9 +210,18 @@ def _damage(folder: Path) -> Optional[str]:
         listed = manifest["files"]
     except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError):
         return f"{MANIFEST_FILE} is unreadable"
-    for required in (MODEL_FILE, OPTIMIZER_FILE, SCHEDULER_FILE, STATE_FILE):
+    for required in (MODEL_FILE, SCHEDULER_FILE, STATE_FILE):
         if required not in listed:
             return f"{MANIFEST_FILE} does not list {required}"
+    partitions = [name for name in listed if name.startswith("optimizer-0-of-") and name.endswith(".safetensors")]
+    if partitions:  # DeepSpeed ZeRO: every process's partition
+        count = partitions[0][len("optimizer-0-of-"):-len(".safetensors")]
+        expected = [name for i in range(int(count) if count.isdigit() else 0) for name in file_names(i, int(count))]
+        absent = [name for name in expected if name not in listed]
+        if absent or not expected:
+            return f"{MANIFEST_FILE} does not list {absent[0] if absent else 'the optimiser partitions'}"
+    elif OPTIMIZER_FILE not in listed:
+        return f"{MANIFEST_FILE} does not list {OPTIMIZER_FILE}"
     for name, expected in listed.items():
         path = folder / name
         if Path(name).name != name or not path.is_file():
@@ -242,20 +262,27 @@ def load_checkpoint(accelerator: Accelerator, folder: Path, pieces: Resumable) -
         state = TrainerState.from_dict(loop["trainer"])
     except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as error:
         raise BertTasksError(f"{folder / STATE_FILE}: not a trainer state ({error})") from None
-    sharded = is_sharded(accelerator)
+    kind = sharding_kind(accelerator)
     saved_keys = loop.get("optimizer_keys", "positions")
-    if saved_keys != ("names" if sharded else "positions"):
-        raise BertTasksError(f"{folder}: saved by a {'sharded (FSDP)' if saved_keys == 'names' else 'non-sharded'} run; "
-                             f"resume it with the same kind of launch ({'FSDP' if saved_keys == 'names' else 'no FSDP'})")
+    if saved_keys != OPTIMIZER_KEYS[kind]:
+        raise BertTasksError(f"{folder}: saved by a run with {LAUNCHES.get(saved_keys, saved_keys)}, this one has {LAUNCHES[OPTIMIZER_KEYS[kind]]}; "
+                             f"resume it with the same kind of launch ({LAUNCHES.get(saved_keys, saved_keys)})")
+    if kind == "deepspeed":
+        saved = (loop.get("processes"), loop.get("zero_stage"))
+        if saved != (accelerator.num_processes, zero_stage(accelerator)):
+            raise BertTasksError(f"{folder}: saved by {saved[0]} processes at ZeRO stage {saved[1]}, this run has {accelerator.num_processes} "
+                                 f"at stage {zero_stage(accelerator)}; each process's optimiser partition resumes only in the same layout")
     try:
-        if sharded:
+        if kind:
             load_whole_weights(accelerator, pieces.model, load_file(str(folder / MODEL_FILE)), str(folder / MODEL_FILE))
         else:
             load_model(accelerator.unwrap_model(pieces.model), str(folder / MODEL_FILE), strict=True)
     except (RuntimeError, OSError) as error:
         raise BertTasksError(f"{folder / MODEL_FILE}: does not fit this run's model ({str(error).splitlines()[0][:200]})") from None
-    if sharded:
+    if kind == "fsdp":
         load_whole_optimizer_state(accelerator, pieces.model, pieces.optimizer, _torch_state(folder / OPTIMIZER_FILE))
+    elif kind == "deepspeed":
+        load_partition(pieces.optimizer.optimizer, folder, accelerator.process_index, accelerator.num_processes)
     else:
         pieces.optimizer.load_state_dict(_torch_state(folder / OPTIMIZER_FILE))
     pieces.scheduler.load_state_dict(_torch_state(folder / SCHEDULER_FILE))

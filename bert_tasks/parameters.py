@@ -39,9 +39,10 @@ def parameter_report(model: nn.Module) -> dict:
     groups: "OrderedDict[str, dict[str, int]]" = OrderedDict()
     for name, parameter in model.named_parameters():
         entry = groups.setdefault(added_group(name) or group_of(name), {"total": 0, "trainable": 0})
-        entry["total"] += parameter.numel()
+        count = getattr(parameter, "ds_numel", None) or parameter.numel()  # DeepSpeed ZeRO-3 leaves an empty shell in place
+        entry["total"] += count
         if parameter.requires_grad:
-            entry["trainable"] += parameter.numel()
+            entry["trainable"] += count
     total = sum(g["total"] for g in groups.values())
     trainable = sum(g["trainable"] for g in groups.values())
     return {"total": total, "trainable": trainable, "trainable_percent": round(100 * trainable / max(total, 1), 4), "groups": dict(groups)}

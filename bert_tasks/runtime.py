@@ -41,8 +41,9 @@ def check_distributed_setup(accelerator: Accelerator) -> None:
 
     Accelerate shards (FSDP, DeepSpeed) only on GPUs: on CPUs an FSDP launch becomes plain data parallel
     (MULTI_CPU, every process holding the whole model), which trains correctly, so it is only announced.
-    Sharded runs on GPUs are refused: checkpoints here save the model and optimiser from the main process,
-    which under sharding holds a part of them. A launch of N processes that Accelerate set up as N
+    FSDP version 1 is refused (FSDP2 only), and so are DeepSpeed settings whose state bert_tasks' own
+    checkpoints would not hold (offloading) or that would override the recipe (an optimizer or scheduler
+    in the DeepSpeed config). A launch of N processes that Accelerate set up as N
     unrelated single processes would train N copies into one folder: refused.
     """
     import os
@@ -56,8 +57,15 @@ def check_distributed_setup(accelerator: Accelerator) -> None:
     sharding = [name for name, flag in (("FSDP", "ACCELERATE_USE_FSDP"), ("DeepSpeed", "ACCELERATE_USE_DEEPSPEED"))
                 if os.environ.get(flag, "false").lower() == "true"]
     if accelerator.distributed_type == DistributedType.DEEPSPEED:
-        raise ConfigError("DeepSpeed: not supported (its checkpoints are read back by unpickling, which bert_tasks never does); "
-                          "the same sharding runs through FSDP2: `bert-tasks launch-config fsdp_full_shard` (ZeRO-3) or fsdp_shard_grad_op (ZeRO-2)")
+        plugin = accelerator.state.deepspeed_plugin
+        offload = [f"{name}={plugin.deepspeed_config['zero_optimization'].get(key, {}).get('device', 'none')}"
+                   for name, key in (("offload_optimizer_device", "offload_optimizer"), ("offload_param_device", "offload_param"))]
+        if any(not item.endswith("=none") for item in offload):
+            raise ConfigError(f"DeepSpeed: {', '.join(offload)}: offloading is not supported (its partitions live outside the "
+                              "optimiser state bert_tasks checkpoints); set both to none, or use FSDP2's cpu offload")
+        if "optimizer" in plugin.deepspeed_config or "scheduler" in plugin.deepspeed_config:
+            raise ConfigError("DeepSpeed: the config names an optimizer or scheduler; bert_tasks builds both from the recipe "
+                              "(train.learning_rate, train.weight_decay, warmup): remove them from the DeepSpeed config")
     if accelerator.distributed_type == DistributedType.FSDP and accelerator.state.fsdp_plugin.fsdp_version != 2:
         raise ConfigError("FSDP version 1: only FSDP2 is supported (set `fsdp_version: 2` in the Accelerate config, as "
                           "`bert-tasks launch-config fsdp_full_shard` does)")

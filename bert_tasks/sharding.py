@@ -1,15 +1,18 @@
-"""Whole weights and optimiser state of a model sharded over processes (FSDP2 through Accelerate).
+"""Whole weights and optimiser state of a model sharded over processes (FSDP2 or DeepSpeed ZeRO through Accelerate).
 
 Under FSDP each process holds a slice of every parameter and of its optimiser state, so nothing
 can be saved from the main process alone. Every process takes part in one gather (torch's
 distributed state-dict functions, full state, offloaded to the CPU); the main process then holds
 the whole weights and writes them in the same files and layout as a one-process run. Loading is
-the reverse: every process reads the whole file and keeps its own slice. Without sharding these
-functions are not used: the model and optimiser save themselves as before.
+the reverse: every process reads the whole file and keeps its own slice. Under DeepSpeed the
+weights are gathered the same way (ZeRO-3: ``deepspeed.zero.GatheredParameters``; ZeRO-2 keeps
+them whole on every process), and the optimiser's partitions are saved per process
+(``zero_state``). Without sharding these functions are not used: the model and optimiser save
+themselves as before.
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Optional
 
 import torch
 from accelerate import Accelerator
@@ -19,8 +22,29 @@ from .backbone import encoder_layers
 from .errors import BertTasksError, ConfigError
 
 
+def sharding_kind(accelerator: Accelerator) -> Optional[str]:
+    """"fsdp", "deepspeed", or None (every process holds the whole model)."""
+    return {DistributedType.FSDP: "fsdp", DistributedType.DEEPSPEED: "deepspeed"}.get(accelerator.distributed_type)
+
+
 def is_sharded(accelerator: Accelerator) -> bool:
-    return accelerator.distributed_type == DistributedType.FSDP
+    return sharding_kind(accelerator) is not None
+
+
+def zero_stage(accelerator: Accelerator) -> int:
+    return int(accelerator.state.deepspeed_plugin.zero_stage)
+
+
+def configure_deepspeed(accelerator: Accelerator, batch_size: int, max_grad_norm: float) -> None:
+    """The recipe decides what DeepSpeed's config would otherwise: the batch (``train.batch_size`` is
+    the global batch, split over the processes) and gradient clipping, which DeepSpeed does inside its
+    step. Called before ``prepare``."""
+    config = accelerator.state.deepspeed_plugin.deepspeed_config
+    steps = accelerator.gradient_accumulation_steps
+    config["train_micro_batch_size_per_gpu"] = batch_size // accelerator.num_processes
+    config["train_batch_size"] = batch_size // accelerator.num_processes * accelerator.num_processes * steps
+    config["gradient_accumulation_steps"] = steps
+    config["gradient_clipping"] = max_grad_norm
 
 
 def fit_wrap_classes(accelerator: Accelerator, model: torch.nn.Module) -> None:
@@ -51,12 +75,33 @@ def tied_aliases(model: torch.nn.Module) -> set[str]:
 def gathered_weights(accelerator: Accelerator, model: torch.nn.Module) -> dict[str, torch.Tensor]:
     """The whole state dict on the main process (CPU tensors, tied aliases left out), {} on the others.
     Collective: every process must call it at the same point."""
-    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+    if sharding_kind(accelerator) == "deepspeed":
+        model = accelerator.unwrap_model(model)
+        state = _deepspeed_weights(model, zero_stage(accelerator), accelerator.is_main_process)
+    else:
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
-    model = accelerator.unwrap_model(model)
-    state = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+        model = accelerator.unwrap_model(model)
+        state = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
     aliases = tied_aliases(model)
     return {name: value.contiguous() for name, value in state.items() if name not in aliases}
+
+
+def _deepspeed_weights(model: torch.nn.Module, stage: int, main: bool) -> dict[str, torch.Tensor]:
+    """The whole state dict on the main process. ZeRO-2 and below keep every weight whole on every
+    process; ZeRO-3 partitions them, and every process takes part in gathering them back. With
+    bf16/fp16 DeepSpeed keeps 16-bit weights in the module: they are widened to fp32, the dtype a
+    one-process run saves and loads (the fp32 masters themselves are in the checkpoints)."""
+    def whole() -> dict[str, torch.Tensor]:
+        return {name: value.detach().to("cpu", torch.float32 if value.is_floating_point() else value.dtype, copy=True)
+                for name, value in model.state_dict().items()} if main else {}
+
+    if stage < 3:
+        return whole()
+    import deepspeed
+
+    with deepspeed.zero.GatheredParameters(list(model.parameters()), modifier_rank=None):
+        return whole()
 
 
 def gathered_optimizer_state(accelerator: Accelerator, model: torch.nn.Module, optimizer: Any) -> dict[str, Any]:
@@ -76,6 +121,10 @@ def load_whole_weights(accelerator: Accelerator, model: torch.nn.Module, weights
     missing, unexpected = sorted(expected - set(weights)), sorted(set(weights) - expected)
     if missing or unexpected:
         raise BertTasksError(f"{source}: does not fit this run's model (missing {missing[:3]}, unexpected {unexpected[:3]})")
+    if sharding_kind(accelerator) == "deepspeed":
+        if zero_stage(accelerator) < 3:  # whole on every process; ZeRO-3's partitions come back with the optimiser state
+            model.load_state_dict(weights, strict=False)
+        return
     set_model_state_dict(model, weights, options=StateDictOptions(full_state_dict=True, strict=False))
 
 

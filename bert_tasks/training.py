@@ -42,7 +42,7 @@ from .step_timing import StepTimer, format_breakdown
 from .run_guard import claim_run_dir, clear_previous_run, remove_if_unused, remove_leftovers
 from .rundir import BEST_DIR, CHECKPOINTS_DIR, FROZEN_CACHE_FILE, PARAMETERS_FILE, SUMMARY_FILE, append_metrics, keep_metrics_until, load_trained, save_weights, weights_size, write_run_files
 from .sanity import baseline_of
-from .sharding import fit_wrap_classes, gathered_weights, is_sharded
+from .sharding import configure_deepspeed, fit_wrap_classes, gathered_weights, is_sharded, sharding_kind
 from .runtime import check_distributed_setup, make_accelerator, peak_memory_mb, precision_choice, same_on_every_process
 from .strategies.base import Strategy
 from .summary import RunSummary
@@ -163,14 +163,17 @@ class TrainingLoop:
         if tc.fast_dropout:
             use_fast_dropout(assembly.model)
         optimizer = make_optimizer(assembly.model, tc, loss_scaling=self.precision.precision == "fp16")
-        if is_sharded(accelerator):
+        if sharding_kind(accelerator) == "fsdp":
             fit_wrap_classes(accelerator, assembly.model)
+        elif sharding_kind(accelerator) == "deepspeed":
+            configure_deepspeed(accelerator, tc.batch_size, tc.max_grad_norm)
         scheduler = get_linear_schedule_with_warmup(optimizer, tc.warmup_steps or math.ceil(tc.warmup_ratio * self.total_steps), self.total_steps)
         self.model, self.optimizer, self.scheduler, *loaders = accelerator.prepare(assembly.model, optimizer, scheduler, *loaders)
         self.train_loader, self.eval_loaders = loaders[0], loaders[1:]
         if isinstance(train_data, StreamedBatches):  # Accelerate's loader for a stream drops the generator: each new
             self.train_loader.generator = self.loader_generator  # iterator would draw its seed from the global RNG (dropout)
         self.trainable_params = [p for p in self.model.parameters() if p.requires_grad]
+        self.deepspeed = sharding_kind(accelerator) == "deepspeed"
         network = accelerator.unwrap_model(self.model)
         self.frozen = plan_frozen(tc, accelerator, network, self.task, assembly.strategy, train_data, [(s.split_key, data) for s, data in eval_data])
         network.frozen_cut = self.frozen.cut if self.frozen.cached else None
@@ -297,7 +300,7 @@ class TrainingLoop:
             self.timer.mark("forward")
             accelerator.backward(loss)
             self.timer.mark("backward")
-            if accelerator.sync_gradients and self.tc.max_grad_norm > 0:
+            if accelerator.sync_gradients and self.tc.max_grad_norm > 0 and not self.deepspeed:  # DeepSpeed clips inside its step
                 accelerator.clip_grad_norm_(self.trainable_params, self.tc.max_grad_norm)
             self.timer.mark("clip")
             self.optimizer.step()

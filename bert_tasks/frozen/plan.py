@@ -19,7 +19,7 @@ from ..backbone import encoder_layers
 from ..batching import EncodedDataset
 from ..config import TrainConfig
 from ..errors import ConfigError
-from ..sharding import is_sharded
+from ..sharding import is_sharded, sharding_kind
 from ..model import TaskModel
 from ..strategies.base import Strategy
 from ..tasks.base import Task
@@ -72,7 +72,8 @@ def why_not_cached(model: TaskModel, task: Task, strategy: Strategy, cut: Frozen
     if cut.layers == 0 and tc.cache_frozen == "auto":
         return "only the embeddings are frozen (nothing worth storing)"
     if is_sharded(accelerator):
-        return "the model is sharded over the processes (FSDP): no process holds the frozen layers whole"
+        kind = {"fsdp": "FSDP", "deepspeed": "DeepSpeed ZeRO"}[sharding_kind(accelerator)]
+        return f"the model is sharded over the processes ({kind}): the cache would bypass the sharded engine's forward"
     if not task.fixed_inputs:
         return f"task {task.registered_name!r} gives a row new inputs every epoch"
     if tc.frozen_dropout:
