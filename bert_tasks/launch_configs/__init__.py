@@ -1,6 +1,6 @@
 """Accelerate config files for `accelerate launch --config_file ... -m bert_tasks train RECIPE`: data parallel
 on GPUs (ddp) or CPU processes (ddp_cpu), sharded with FSDP2 (fsdp_full_shard, fsdp_shard_grad_op), DeepSpeed ZeRO-2 / ZeRO-3
-(refused by bert_tasks: DeepSpeed reads its checkpoints back by unpickling).
+(deepspeed_zero2, deepspeed_zero3; needs the `deepspeed` extra).
 Package data, so an installed bert_tasks has them: ``bert-tasks launch-config fsdp_full_shard`` prints the path."""
 from __future__ import annotations
 
