@@ -53,6 +53,28 @@ def _assert_same_layout(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor], 
         torch.testing.assert_close(a[name], b[name], rtol=0, atol=atol)
 
 
+def _assert_trained_like_one_process(one: Path, two: Path, published: Path) -> Path:
+    """Run ``two`` (2 sharded processes) against ``one`` (1 plain process): the same losses and metrics at
+    every evaluation, whole weights in the one-process layout in best/ and the last checkpoint, the same
+    predictions from the saved runs, and a publishable folder. Returns ``two``'s last checkpoint."""
+    starts = [[e for e in read_metrics(run) if e["event"] == "start"][0] for run in (one, two)]
+    assert starts[1]["sharded"] is True and starts[1]["processes"] == 2
+    assert starts[1]["trainable_parameters"] == starts[0]["trainable_parameters"]  # counted whole, not per shard
+    evals_one = [e for e in read_metrics(one) if e["event"] == "eval"]
+    evals_two = [e for e in read_metrics(two) if e["event"] == "eval"]
+    assert [e["step"] for e in evals_two] == [e["step"] for e in evals_one] == [3, 6, 9, 12]
+    for a, b in zip(evals_one, evals_two):
+        assert a["loss"] == pytest.approx(b["loss"], abs=1e-5) and a["accuracy"] == pytest.approx(b["accuracy"], abs=0.01)
+    _assert_same_layout(load_file(str(two / "best" / "model.safetensors")), load_file(str(one / "best" / "model.safetensors")), atol=1e-5)
+    last_one, last_two = checkpoint_dirs(one)[-1], checkpoint_dirs(two)[-1]
+    _assert_same_layout(load_file(str(last_two / "model.safetensors")), load_file(str(last_one / "model.safetensors")), atol=1e-5)
+    texts = ["a fine film", "dull and slow"]  # the saved run loads and predicts in a single process
+    assert bert_tasks.load(two).predict(texts) == bert_tasks.load(one).predict(texts)
+    publish(two, published)
+    assert (published / "model.safetensors").is_file() and (published / "README.md").is_file()
+    return last_two
+
+
 @pytest.mark.slow
 def test_fsdp_on_two_processes_trains_and_saves_like_one(tmp_path, tiny_checkpoint_no_dropout):
     path = _recipe(tmp_path, tiny_checkpoint_no_dropout)
@@ -60,43 +82,34 @@ def test_fsdp_on_two_processes_trains_and_saves_like_one(tmp_path, tiny_checkpoi
     assert _run([sys.executable, "-m", "bert_tasks", "train", str(path), "output.name=one", clipped], tmp_path).returncode == 0
     done = _fsdp(path, tmp_path, "output.name=two", clipped, port=29541)
     assert done.returncode == 0, done.stderr[-3000:]
-    one, two = tmp_path / "runs" / "one", tmp_path / "runs" / "two"
-    start = [e for e in read_metrics(two) if e["event"] == "start"][0]
-    assert start["sharded"] is True and start["processes"] == 2
-    evals_one = [e for e in read_metrics(one) if e["event"] == "eval"]
-    evals_two = [e for e in read_metrics(two) if e["event"] == "eval"]
-    assert [e["step"] for e in evals_two] == [e["step"] for e in evals_one] == [3, 6, 9, 12]
-    for a, b in zip(evals_one, evals_two):
-        assert a["loss"] == pytest.approx(b["loss"], abs=1e-5) and a["accuracy"] == pytest.approx(b["accuracy"], abs=0.01)
-    # best/ and the last checkpoint hold the whole weights, in the one-process layout
-    _assert_same_layout(load_file(str(two / "best" / "model.safetensors")), load_file(str(one / "best" / "model.safetensors")), atol=1e-5)
-    last_one, last_two = checkpoint_dirs(one)[-1], checkpoint_dirs(two)[-1]
-    _assert_same_layout(load_file(str(last_two / "model.safetensors")), load_file(str(last_one / "model.safetensors")), atol=1e-5)
+    last_two = _assert_trained_like_one_process(tmp_path / "runs" / "one", tmp_path / "runs" / "two", tmp_path / "published")
     optimizer = torch.load(last_two / "optimizer.pt", weights_only=True)  # plain tensors and names, no pickled objects
     assert "backbone.encoder.layer.0.attention.self.query.weight" in optimizer["state"]  # keyed by name: any process count loads it
-    # the saved run loads and predicts in a single process, as a one-process run does
-    texts = ["a fine film", "dull and slow"]
-    assert bert_tasks.load(two).predict(texts) == bert_tasks.load(one).predict(texts)
-    publish(two, tmp_path / "published")  # and publishes
-    assert (tmp_path / "published" / "model.safetensors").is_file() and (tmp_path / "published" / "README.md").is_file()
+
+
+def _assert_resumes_exactly(tmp_path: Path, launch) -> None:
+    """``launch(name, *overrides)`` a run "whole", copy it cut back to its first checkpoint (step 3 of 12),
+    resume that: the same metric records and a bit-identical best/."""
+    done = launch("output.name=whole")
+    assert done.returncode == 0, done.stderr[-3000:]
+    whole, cut = tmp_path / "runs" / "whole", tmp_path / "runs" / "cut"
+    shutil.copytree(whole, cut)
+    for folder in checkpoint_dirs(cut)[1:]:
+        shutil.rmtree(folder)
+    (cut / "summary.json").unlink()
+    done = launch("output.name=cut", "train.resume=true")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert metric_records(cut) == metric_records(whole)
+    a, b = load_file(str(whole / "best" / "model.safetensors")), load_file(str(cut / "best" / "model.safetensors"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
 
 
 @pytest.mark.slow
 def test_fsdp_run_resumes_to_the_same_weights(tmp_path, tiny_checkpoint):
     """A sharded run cut back to an early checkpoint and resumed sharded ends where it ended."""
     path = _recipe(tmp_path, tiny_checkpoint)
-    done = _fsdp(path, tmp_path, "output.name=whole", port=29542)
-    assert done.returncode == 0, done.stderr[-3000:]
-    whole, cut = tmp_path / "runs" / "whole", tmp_path / "runs" / "cut"
-    shutil.copytree(whole, cut)
-    for folder in checkpoint_dirs(cut)[1:]:  # keep step 3 of 12
-        shutil.rmtree(folder)
-    (cut / "summary.json").unlink()
-    done = _fsdp(path, tmp_path, "output.name=cut", "train.resume=true", port=29543)
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert metric_records(cut) == metric_records(whole)
-    a, b = load_file(str(whole / "best" / "model.safetensors")), load_file(str(cut / "best" / "model.safetensors"))
-    assert all(torch.equal(a[k], b[k]) for k in a)
+    ports = iter((29542, 29543))
+    _assert_resumes_exactly(tmp_path, lambda *overrides: _fsdp(path, tmp_path, *overrides, port=next(ports)))
     # a checkpoint of a sharded run is refused by a launch without sharding, in one line
     refused = _run([sys.executable, "-m", "bert_tasks", "train", str(path), "output.name=cut", "train.resume=true", "train.epochs=3"], tmp_path)
     assert refused.returncode != 0 and "saved by a run with FSDP, this one has no sharding" in refused.stderr.strip().splitlines()[-1]
