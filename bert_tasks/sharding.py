@@ -12,7 +12,8 @@ themselves as before.
 """
 from __future__ import annotations
 
-from typing import Any, Optional
+import contextlib
+from typing import Any, ContextManager, Iterator, Optional
 
 import torch
 from accelerate import Accelerator
@@ -33,6 +34,28 @@ def is_sharded(accelerator: Accelerator) -> bool:
 
 def zero_stage(accelerator: Accelerator) -> int:
     return int(accelerator.state.deepspeed_plugin.zero_stage)
+
+
+def models_built_whole(accelerator: Accelerator) -> ContextManager[None]:
+    """Build models with every weight in place. Once Accelerate registers a ZeRO-3 config with transformers,
+    ``from_pretrained`` builds partitioned models (``deepspeed.zero.Init``): empty parameters that the
+    weights hash of a small save, the strategies' surgery and a main-process-only build of best/ for
+    plots cannot use (the last would wait for the other processes forever). Built whole, the model is
+    partitioned by ``prepare`` instead; the registration stays for the rest (transformers' generate
+    keeps ZeRO-3 processes in step with it)."""
+    registered = getattr(accelerator.state.deepspeed_plugin, "dschf", None) if sharding_kind(accelerator) == "deepspeed" else None
+    return _unregistered(registered) if registered is not None else contextlib.nullcontext()
+
+
+@contextlib.contextmanager
+def _unregistered(registered: Any) -> Iterator[None]:
+    from transformers.integrations.deepspeed import set_hf_deepspeed_config, unset_hf_deepspeed_config
+
+    unset_hf_deepspeed_config()
+    try:
+        yield
+    finally:
+        set_hf_deepspeed_config(registered)
 
 
 def configure_deepspeed(accelerator: Accelerator, batch_size: int, max_grad_norm: float) -> None:

@@ -42,7 +42,7 @@ from .step_timing import StepTimer, format_breakdown
 from .run_guard import claim_run_dir, clear_previous_run, remove_if_unused, remove_leftovers
 from .rundir import BEST_DIR, CHECKPOINTS_DIR, FROZEN_CACHE_FILE, PARAMETERS_FILE, SUMMARY_FILE, append_metrics, keep_metrics_until, load_trained, save_weights, weights_size, write_run_files
 from .sanity import baseline_of
-from .sharding import configure_deepspeed, fit_wrap_classes, gathered_weights, is_sharded, sharding_kind
+from .sharding import configure_deepspeed, fit_wrap_classes, gathered_weights, is_sharded, models_built_whole, sharding_kind
 from .runtime import check_distributed_setup, make_accelerator, peak_memory_mb, precision_choice, same_on_every_process
 from .strategies.base import Strategy
 from .summary import RunSummary
@@ -60,7 +60,8 @@ def train(config: RunConfig) -> RunSummary:
         if checkpoint is None and accelerator.is_main_process:
             clear_previous_run(config.run_dir)  # only now: the new run's config and data are valid
             write_run_files(config.run_dir, config, task.state_dict())
-        assembly = build_model(config, task, task.tokenizer)
+        with models_built_whole(accelerator):
+            assembly = build_model(config, task, task.tokenizer)
         loop = TrainingLoop(config, accelerator, assembly, train_data, eval_data, best_metric)
         if checkpoint is not None:
             loop.resume_from(checkpoint)
@@ -418,7 +419,8 @@ def finish(config: RunConfig, accelerator: Accelerator, loop: TrainingLoop) -> R
         if breakdown:
             print(breakdown)
         if type(strategy).write_artifacts is not Strategy.write_artifacts:  # plots of the best weights
-            _, best = load_trained(run_dir, config)
+            with models_built_whole(accelerator):
+                _, best = load_trained(run_dir, config)
             best.strategy.write_artifacts(best.model, run_dir)
     accelerator.end_training()
     return summary

@@ -15,7 +15,9 @@ from types import SimpleNamespace
 import pytest
 import torch
 from safetensors.torch import load_file
-from test_sharded_training import _assert_resumes_exactly, _assert_trained_like_one_process, _recipe, _run
+from test_sharded_training import _assert_resumes_exactly, _assert_same_layout, _assert_trained_like_one_process, _recipe, _run
+
+import bert_tasks
 
 from bert_tasks.errors import ConfigError
 
@@ -80,3 +82,15 @@ def test_deepspeed_settings_the_checkpoints_would_not_hold_are_refused_in_one_li
         check_distributed_setup(launch({"zero_optimization": {"stage": 2, "offload_optimizer": {"device": "cpu"}}}))
     with pytest.raises(ConfigError, match="names an optimizer or scheduler"):
         check_distributed_setup(launch({"zero_optimization": {"stage": 2}, "optimizer": {"type": "Adam"}}))
+
+
+@pytest.mark.slow
+def test_deepspeed_zero3_small_save_keeps_only_the_trained_weights(tmp_path, tiny_checkpoint_no_dropout):
+    """Adapters under ZeRO-3: the frozen encoder is partitioned too, and trained.safetensors is gathered whole."""
+    path = _recipe(tmp_path, tiny_checkpoint_no_dropout, strategy={"name": "bottleneck"})
+    assert _run([sys.executable, "-m", "bert_tasks", "train", str(path), "output.name=one"], tmp_path).returncode == 0
+    done = _deepspeed("deepspeed_zero3", path, tmp_path, "output.name=two", port=29567)
+    assert done.returncode == 0, done.stderr[-3000:]
+    one, two = tmp_path / "runs" / "one", tmp_path / "runs" / "two"
+    _assert_same_layout(load_file(str(two / "best" / "trained.safetensors")), load_file(str(one / "best" / "trained.safetensors")), atol=1e-5)
+    assert bert_tasks.load(two).predict(["a fine film"]) == bert_tasks.load(one).predict(["a fine film"])
