@@ -58,7 +58,8 @@ def check_distributed_setup(accelerator: Accelerator) -> None:
                 if os.environ.get(flag, "false").lower() == "true"]
     if accelerator.distributed_type == DistributedType.DEEPSPEED:
         plugin = accelerator.state.deepspeed_plugin
-        offload = [f"{name}={plugin.deepspeed_config['zero_optimization'].get(key, {}).get('device', 'none')}"
+        zero = plugin.deepspeed_config.get("zero_optimization") or {}
+        offload = [f"{name}={(zero.get(key) or {}).get('device') or 'none'}"
                    for name, key in (("offload_optimizer_device", "offload_optimizer"), ("offload_param_device", "offload_param"))]
         if any(not item.endswith("=none") for item in offload):
             raise ConfigError(f"DeepSpeed: {', '.join(offload)}: offloading is not supported (its partitions live outside the "
@@ -69,7 +70,7 @@ def check_distributed_setup(accelerator: Accelerator) -> None:
     if accelerator.distributed_type == DistributedType.FSDP and accelerator.state.fsdp_plugin.fsdp_version != 2:
         raise ConfigError("FSDP version 1: only FSDP2 is supported (set `fsdp_version: 2` in the Accelerate config, as "
                           "`bert-tasks launch-config fsdp_full_shard` does)")
-    if sharding and accelerator.is_main_process:
+    if sharding and accelerator.distributed_type not in (DistributedType.FSDP, DistributedType.DEEPSPEED) and accelerator.is_main_process:
         import sys
 
         print(f"bert-tasks: the launch asks for {sharding[0]}, but Accelerate shards models on GPUs only; these "

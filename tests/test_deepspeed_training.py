@@ -65,7 +65,7 @@ def test_deepspeed_run_resumes_to_the_same_weights(tmp_path, tiny_checkpoint, co
     assert refused.returncode != 0 and "each process's optimiser partition resumes only in the same layout" in refused.stderr
 
 
-def test_deepspeed_settings_the_checkpoints_would_not_hold_are_refused_in_one_line(monkeypatch):
+def test_deepspeed_settings_the_checkpoints_would_not_hold_are_refused_in_one_line(monkeypatch, capsys):
     from accelerate.utils import DistributedType
 
     from bert_tasks.runtime import check_distributed_setup
@@ -78,10 +78,15 @@ def test_deepspeed_settings_the_checkpoints_would_not_hold_are_refused_in_one_li
                                state=SimpleNamespace(deepspeed_plugin=plugin))
 
     check_distributed_setup(launch({"zero_optimization": {"stage": 3, "offload_optimizer": {"device": "none"}}}))
+    check_distributed_setup(launch({}))  # a DeepSpeed config of the user's own, without a zero_optimization section
     with pytest.raises(ConfigError, match="offload_optimizer_device=cpu.*offloading is not supported"):
         check_distributed_setup(launch({"zero_optimization": {"stage": 2, "offload_optimizer": {"device": "cpu"}}}))
     with pytest.raises(ConfigError, match="names an optimizer or scheduler"):
         check_distributed_setup(launch({"zero_optimization": {"stage": 2}, "optimizer": {"type": "Adam"}}))
+    # a real DeepSpeed launch (on GPUs) is not told that it runs as plain data parallel
+    monkeypatch.setenv("ACCELERATE_USE_DEEPSPEED", "true")
+    check_distributed_setup(launch({"zero_optimization": {"stage": 3}}))
+    assert "plain data parallel" not in capsys.readouterr().err
 
 
 @pytest.mark.slow
