@@ -66,7 +66,7 @@ JOBS: dict[str, dict[str, Any]] = {
         "recipe": "squad", "metric": "f1", "target": 70.0,
         "data": ["data.dataset=null", f"data.train={SQUAD}[articles=:38]", f"data.validation={SQUAD}[articles=38:]"],
         "chosen": [],
-        "grid": [{"train.batch_size": ["16", "32"]}, {"train.epochs": ["3"]}, {"train.learning_rate": ["2.0e-4"]}],
+        "grid": [{"train.batch_size": ["16", "32"]}, {"train.epochs": ["2"]}, {"train.learning_rate": ["2.0e-4"]}],
     },
 }
 NO_DATA = {"mrpc": ("f1", 0.87), "rte": ("accuracy", 0.62)}
