@@ -98,13 +98,12 @@ def tied_aliases(model: torch.nn.Module) -> set[str]:
 def gathered_weights(accelerator: Accelerator, model: torch.nn.Module) -> dict[str, torch.Tensor]:
     """The whole state dict on the main process (CPU tensors, tied aliases left out), {} on the others.
     Collective: every process must call it at the same point."""
+    model = accelerator.unwrap_model(model)
     if sharding_kind(accelerator) == "deepspeed":
-        model = accelerator.unwrap_model(model)
         state = _deepspeed_weights(model, zero_stage(accelerator), accelerator.is_main_process)
     else:
         from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
-        model = accelerator.unwrap_model(model)
         state = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
     aliases = tied_aliases(model)
     return {name: value.contiguous() for name, value in state.items() if name not in aliases}
