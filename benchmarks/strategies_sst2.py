@@ -49,7 +49,7 @@ def main() -> int:
                 f"data.train={SST2 / 'train.tsv'}", f"data.validation={SST2 / 'dev.tsv'}", f"train.max_train_samples={args.rows}",
                 f"train.epochs={args.epochs}", f"train.learning_rate={lr}", "train.warmup_ratio=0.1", "train.eval_every=epoch",
                 f"train.mixed_precision={args.precision}", f"train.seed={args.seed}", f"output.dir={out}",
-                f"output.name={label.split()[0]}", *overrides,
+                f"output.name={label.split()[0]}", "task.pooling=cls", *overrides,
             ])
             summary = bert_tasks.train(config)
             rows.append((label, lr, summary))

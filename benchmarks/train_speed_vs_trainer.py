@@ -62,7 +62,8 @@ class Job:
 
 JOBS = {
     "sst2": Job(4096, "glue/sst2", lambda rows: [f"data.train={SST2 / 'train.tsv'}", f"data.validation={SST2 / 'dev.tsv'}",
-                                                 f"train.max_train_samples={rows}", "task.max_length=128"],
+                                                 f"train.max_train_samples={rows}", "task.max_length=128",
+                                                 "task.pooling=cls"],  # the Trainer's model pools [CLS] too
                 5e-5, 0.0, "AutoModelForSequenceClassification", 2, reference.sst2_train_set, reference.sst2_accuracy, "accuracy", SST2 / "train.tsv"),
     "conll": Job(3000, "conll2003", lambda rows: ["data.dataset=null", f"data.train={CONLL / 'train.txt'}", f"data.validation={CONLL / 'valid.txt'}",
                                                   f"train.max_train_samples={rows}"],
