@@ -32,7 +32,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from train_speed_vs_trainer import JOBS, matmul_peak, non_embedding_parameters, resolve_default, run_bert_tasks, run_trainer  # noqa: E402
+from train_speed_vs_trainer import JOBS, chosen_job, matmul_peak, non_embedding_parameters, resolve_default, run_bert_tasks, run_trainer  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from cached_strategies import machine  # noqa: E402
@@ -95,10 +95,8 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--skip-training", action="store_true", help="the ceiling only, without the Trainer / bert_tasks pair")
     args = parser.parse_args()
-    job = JOBS[args.task]
-    args.rows = args.rows or job.rows
-    if not job.needs.exists():
-        print(f"skipped: {job.needs} not found (the shared data is needed)")
+    job = chosen_job(args)
+    if job is None:
         return 0
     from transformers import AutoConfig
 

@@ -30,7 +30,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 import torch
 
@@ -73,6 +73,16 @@ JOBS = {
                  1e-4, 0.1, "AutoModelForQuestionAnswering", 0, reference.squad_train_set,
                  lambda model, tokenizer: reference.squad_f1(model, tokenizer, SQUAD_SCORED), "f1", SQUAD),
 }
+
+
+def chosen_job(args: Any) -> Optional[Job]:
+    """The job `--task` names, with `--rows` defaulted to the job's; None (said) when its data is absent."""
+    job = JOBS[args.task]
+    args.rows = args.rows or job.rows
+    if not job.needs.exists():
+        print(f"skipped: {job.needs} not found (the shared data is needed)")
+        return None
+    return job
 
 
 def resolve_default() -> str:
@@ -193,10 +203,7 @@ def main() -> int:
     parser.add_argument("--setting", choices=["best", "default"], default="best")
     parser.set_defaults(forward=["task", "setting"])
     args = parser.parse_args()
-    job = JOBS[args.task]
-    args.rows = args.rows or job.rows
-    if not job.needs.exists():
-        print(f"skipped: {job.needs} not found (the shared data is needed)")
+    if chosen_job(args) is None:
         return 0
     if args.side:
         run_side(args, SIDES)
