@@ -1,8 +1,9 @@
 """How fast could any implementation train this job on this machine? The matmul-only ceiling.
 
 A BERT training step is dominated by the weight matmuls of its layers: per layer the query/key/
-value projection, the attention output, and the two feed-forward matrices, each once forward and
-twice backward (gradient of the input, gradient of the weight). This benchmark times exactly those
+value projections (timed as one fused matmul and as three, the faster counted), the attention
+output, and the two feed-forward matrices, each once forward and twice backward (gradient of the
+input, gradient of the weight). This benchmark times exactly those
 matmuls, at the shapes of one epoch of the job, and nothing else: no attention scores, softmax,
 layer norms, GELU, dropout, embeddings, loss, optimiser or data. Rows are batched by perfect
 length grouping (all rows sorted by length, 32 to a batch, each batch padded to its longest), the
@@ -76,14 +77,20 @@ def linear_seconds(tokens: int, inputs: int, outputs: int) -> float:
     return forward + grad_input + grad_weight
 
 
+def projections_seconds(tokens: int, hidden: int, count: int) -> float:
+    """``count`` hidden-to-hidden projections of the same input (query, key, value): the faster of one
+    fused matmul and ``count`` separate ones, since which wins depends on this machine's BLAS and the shape."""
+    return min(linear_seconds(tokens, hidden, count * hidden), count * linear_seconds(tokens, hidden, hidden))
+
+
 def step_seconds(padded: int, rows: int, layers: int, hidden: int, intermediate: int, cls_only_top: bool) -> float:
     """The weight matmuls of one training step of ``rows`` rows padded to ``padded`` tokens."""
     tokens = rows * padded
-    full_layer = (linear_seconds(tokens, hidden, 3 * hidden) + linear_seconds(tokens, hidden, hidden)
+    full_layer = (projections_seconds(tokens, hidden, 3) + linear_seconds(tokens, hidden, hidden)
                   + linear_seconds(tokens, hidden, intermediate) + linear_seconds(tokens, intermediate, hidden))
     if not cls_only_top:
         return layers * full_layer
-    top = (linear_seconds(tokens, hidden, 2 * hidden) + linear_seconds(rows, hidden, hidden)  # keys + values of every token; query of [CLS]
+    top = (projections_seconds(tokens, hidden, 2) + linear_seconds(rows, hidden, hidden)  # keys + values of every token; query of [CLS]
            + linear_seconds(rows, hidden, hidden) + linear_seconds(rows, hidden, intermediate) + linear_seconds(rows, intermediate, hidden))
     return (layers - 1) * full_layer + top
 
