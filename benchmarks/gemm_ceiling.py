@@ -49,10 +49,10 @@ def token_lengths(task: str, rows: int) -> list[int]:
     return [sum(mask) for mask in dataset["attention_mask"]]
 
 
-def padded_batches(lengths: list[int]) -> Counter[int]:
-    """Perfect length grouping: how many batches of each padded length (rows per batch = BATCH, the last fewer)."""
+def padded_batches(lengths: list[int]) -> Counter[tuple[int, int]]:
+    """Perfect length grouping: how many batches of each (padded length, rows) shape (BATCH rows, the last fewer)."""
     ordered = sorted(lengths)
-    return Counter(max(ordered[i : i + BATCH]) for i in range(0, len(ordered), BATCH))
+    return Counter((max(ordered[i : i + BATCH]), len(ordered[i : i + BATCH])) for i in range(0, len(ordered), BATCH))
 
 
 def timed(function, repeats: int = 5) -> float:
@@ -113,15 +113,15 @@ def main() -> int:
     threads = torch.get_num_threads()
     cls_only_top = args.task == "sst2"
     seconds = 0.0
-    for padded, count in sorted(batches.items()):
-        seconds += count * step_seconds(padded, BATCH, config.num_hidden_layers, config.hidden_size, config.intermediate_size, cls_only_top)
+    for (padded, rows), count in sorted(batches.items()):
+        seconds += count * step_seconds(padded, rows, config.num_hidden_layers, config.hidden_size, config.intermediate_size, cls_only_top)
     ceiling = len(lengths) / seconds
     peak = matmul_peak("no", threads)
     real_tokens = statistics.fmean(lengths)
     flops_per_token = 6 * non_embedding_parameters()
     print(f"Machine: {machine()}; fp32, {threads} threads; matmul peak {peak / 1e9:.0f} GFLOP/s")
     print(f"{args.task}, {len(lengths)} rows, {real_tokens:.1f} real tokens per row, {sum(batches.values())} batches of {BATCH} "
-          f"(perfect length grouping: {sum(c * BATCH * p for p, c in batches.items()) / sum(lengths):.3f} padded tokens per real token)")
+          f"(perfect length grouping: {sum(c * r * p for (p, r), c in batches.items()) / sum(lengths):.3f} padded tokens per real token)")
 
     def line(name: str, speed: float) -> None:
         print(f"{name:<34}{speed:>11.1f}{speed * real_tokens * flops_per_token / peak * 100:>9.1f}%")
