@@ -7,8 +7,9 @@ upwards as blocks are freed, and freed heap above 128 KB at the top is handed ba
 that was about a quarter of a bf16 SST-2 step. Fixing the threshold at glibc's largest (32 MB) and
 raising the trim threshold keeps such blocks in the heap for the next step.
 
-Blocks above 32 MB (long-sequence attention scores, the word-embedding gradient) still get their
-own mmap and go back on free. Keeping those in the heap too (mmap off entirely) was tried: with
+Blocks above 32 MB (long-sequence attention scores) still get their own mmap and go back on free;
+the largest such block of every step, the word-embedding gradient, is built in a kept buffer
+instead (embedding_gradient.py). Keeping those in the heap too (mmap off entirely) was tried: with
 batches of varying length they fragment the heap, and resident memory kept growing, to 1.6x the
 stock peak after 150 steps of a small model and 8.8 GB on SQuAD, while the step was no faster than
 with the 32 MB threshold (in an interleaved A/B on one process, at SST-2 and SQuAD lengths).

@@ -37,6 +37,7 @@ from .metrics import greater_is_better
 from .optim import make_optimizer
 from .parameters import format_report, parameter_report
 from .progress import Progress
+from .embedding_gradient import reuse_embedding_gradients
 from .fast_dropout import use_fast_dropout
 from .step_timing import StepTimer, format_breakdown
 from .run_guard import claim_run_dir, clear_previous_run, remove_if_unused, remove_leftovers
@@ -163,6 +164,8 @@ class TrainingLoop:
             enable_gradient_checkpointing(assembly.model)
         if tc.fast_dropout:
             use_fast_dropout(assembly.model)
+        if tc.reuse_host_memory and accelerator.device.type == "cpu":
+            reuse_embedding_gradients(assembly.model)  # the 47 MB word-embedding gradient, mapped afresh each step otherwise
         optimizer = make_optimizer(assembly.model, tc, loss_scaling=self.precision.precision == "fp16")
         if sharding_kind(accelerator) == "fsdp":
             fit_wrap_classes(accelerator, assembly.model)
