@@ -95,3 +95,44 @@ def test_a_training_run_with_kept_gradients_matches_a_stock_one(tmp_path, tiny_c
     stock = bert_tasks.train(load_config(tiny_recipe(tiny_checkpoint, tmp_path / "stock", train={"max_train_samples": 48, "reuse_host_memory": False})))
     assert made == [3]  # words, positions and token types, all trainable under full fine-tuning
     assert kept.eval["loss"] == stock.eval["loss"]
+
+
+def _data_parallel_gradients(rank: int, port: int, results) -> None:
+    """One of two gloo processes: stock and kept embeddings under DistributedDataParallel, 3 steps each."""
+    import torch.distributed as dist
+    from torch.nn.parallel import DistributedDataParallel
+
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
+    try:
+        stock, kept = (DistributedDataParallel(m) for m in _pair())
+        for step in range(3):
+            torch.manual_seed(100 * step + rank)  # each process its own batch
+            ids = torch.randint(0, 300, (4, 6))  # Shape: [4, 6]
+            for model in (stock, kept):
+                model.zero_grad(set_to_none=True)
+                model(ids).square().mean().backward()
+            same = torch.equal(stock.module[0].weight.grad, kept.module[0].weight.grad)
+            reused = kept.module[0].weight.grad.data_ptr() == kept.module[0]._kept_gradient.data_ptr()
+            results.put((rank, step, same, reused))
+    finally:
+        dist.destroy_process_group()
+
+
+def test_data_parallel_all_reduces_the_kept_gradient_like_pytorchs():
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    context = mp.get_context("spawn")
+    results = context.Queue()
+    workers = [context.Process(target=_data_parallel_gradients, args=(rank, port, results)) for rank in range(2)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(timeout=120)
+    assert [worker.exitcode for worker in workers] == [0, 0]
+    found = [results.get(timeout=5) for _ in range(6)]
+    assert all(same and reused for _, _, same, reused in found), found
