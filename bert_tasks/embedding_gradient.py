@@ -11,8 +11,8 @@ backward that zeroes one kept buffer, adds the batch's rows into it in the same 
 kernel (``index_add_`` over the indices as they come; PyTorch's result is bit-for-bit the same,
 tested), zeroes the padding row, and hands autograd a new tensor over that buffer, which autograd
 takes as the parameter's ``.grad`` without copying. It does so only when the parameter has no
-gradient yet (after ``zero_grad(set_to_none=True)``, as the training loop does), so the buffer is
-never in use; otherwise (gradient accumulation's later micro-batches, a caller that zeroes in
+gradient yet (after ``zero_grad(set_to_none=True)``, as the training loop does, which holds no
+other reference to an old gradient), so the buffer is free again; otherwise (gradient accumulation's later micro-batches, a caller that zeroes in
 place) it returns PyTorch's own fresh gradient. The buffer stays allocated between steps (47 MB).
 """
 from __future__ import annotations
