@@ -7,15 +7,20 @@ the ratio printed is the median of the per-step ratios (after warm-up steps), wi
   --change embedding-gradient   stock embedding backward (a fresh 47 MB gradient every step) against
                                 bert_tasks' kept buffer (bert_tasks/embedding_gradient.py; exact,
                                 on by default under train.reuse_host_memory)
+  --change dropout-masks        train.fast_dropout's masks as drawn until 2026-12-07 (63 random bits a
+                                draw, three 16-bit numbers from it, compared in a strided pass) against
+                                today's (64 bits, four numbers, one contiguous pass); both models run
+                                with train.fast_dropout's modules and the kept embedding gradient
   --change lazy-embedding-rows  stock AdamW against an AdamW that steps only the word-embedding rows
                                 whose gradient is non-zero (LazyAdam-style; changes results). Kept
                                 here as the measurement behind not adopting it (README, Benchmarks).
 
-    python benchmarks/step_ab.py [--change embedding-gradient|lazy-embedding-rows] [--shapes 32x14,32x26,32x40] [--steps 40]
+    python benchmarks/step_ab.py [--change embedding-gradient|dropout-masks|lazy-embedding-rows] [--shapes 32x14,32x26,32x40] [--steps 40]
 """
 from __future__ import annotations
 
 import argparse
+import math
 import statistics
 import sys
 import time
@@ -60,16 +65,31 @@ class LazyRowsAdamW(torch.optim.AdamW):
         state["exp_avg_sq"].index_copy_(0, rows, squares)
 
 
+def masks_until_2026_12_07(shape: torch.Size, p: float, device: torch.device) -> torch.Tensor:
+    """The previous ``keep_mask``: three 16-bit numbers from the low 63 bits of each draw. Shape: ``shape``"""
+    count = math.prod(shape)
+    words = -(-count // 3)
+    draws = torch.empty(words, dtype=torch.int64, device=device).random_()  # Shape: [words], uniform in [0, 2^63)
+    parts = draws.view(torch.int16).view(words, 4)[:, :3]  # Shape: [words, 3] (little-endian: bit 63's lane skipped)
+    threshold = min(round(p * 2**16), 2**16 - 1) - 2**15
+    return (parts >= threshold).reshape(-1)[:count].view(shape)
+
+
 def build(change: str, changed: bool) -> tuple[nn.Module, torch.optim.Optimizer]:
     from transformers import AutoModel
 
     from bert_tasks.backbone import resolve_checkpoint
     from bert_tasks.embedding_gradient import reuse_embedding_gradients
 
-    model = AutoModel.from_pretrained(resolve_checkpoint("default"))
+    model = AutoModel.from_pretrained(resolve_checkpoint("default"), attn_implementation="sdpa")
     model.train()
-    if change == "lazy-embedding-rows" or changed:
-        reuse_embedding_gradients(model)  # the lazy-rows comparison runs on top of the default
+    if change != "embedding-gradient" or changed:
+        reuse_embedding_gradients(model)  # the other comparisons run on top of the default
+    if change == "dropout-masks":
+        from bert_tasks import fast_dropout
+
+        fast_dropout.use_fast_dropout(model)
+        model.masks = fast_dropout.keep_mask if changed else masks_until_2026_12_07  # put in place by timed_step
     settings = {"lr": 1e-5, "weight_decay": 0.01, "fused": True}
     if change == "lazy-embedding-rows" and changed:
         return model, LazyRowsAdamW(model, **settings)
@@ -77,6 +97,10 @@ def build(change: str, changed: bool) -> tuple[nn.Module, torch.optim.Optimizer]
 
 
 def timed_step(model: nn.Module, optimizer: torch.optim.Optimizer, ids: torch.Tensor) -> float:
+    if hasattr(model, "masks"):  # --change dropout-masks: this side's mask function, for every dropout of the step
+        from bert_tasks import fast_dropout
+
+        fast_dropout.keep_mask = model.masks
     started = time.perf_counter()
     model(input_ids=ids).last_hidden_state[:, 0].square().sum().backward()
     nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -99,7 +123,7 @@ def compare(make: Callable[[bool], tuple[nn.Module, torch.optim.Optimizer]], row
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--change", choices=["embedding-gradient", "lazy-embedding-rows"], default="embedding-gradient")
+    parser.add_argument("--change", choices=["embedding-gradient", "dropout-masks", "lazy-embedding-rows"], default="embedding-gradient")
     parser.add_argument("--shapes", default="32x14,32x26,32x40", help="rows x tokens of each batch size to time")
     parser.add_argument("--steps", type=int, default=40)
     args = parser.parse_args()

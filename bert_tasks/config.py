@@ -99,7 +99,7 @@ class TrainConfig:
     num_workers: int = 0  # DataLoader workers; 0 is fastest for pre-tokenised data
     gradient_checkpointing: bool = False  # recompute each layer's activations in backward: less memory for longer batches, ~30% more compute; exact
     step_breakdown: bool = False  # time each phase of a step (data, forward, backward, clip, optimizer, ...): printed and in summary.json
-    fast_dropout: bool = False  # CPU: dropout masks from 16 random bits an element, a third of the draws (fast_dropout.py); changes the random stream, so off by default
+    fast_dropout: bool = False  # CPU: dropout masks from 16 random bits an element, a quarter of the draws (fast_dropout.py); changes the random stream, so off by default
     reuse_host_memory: bool = True  # CPU (glibc): keep freed large blocks for the next step instead of page-faulting them in again (host_memory.py), and build the word-embedding gradient in one kept buffer (embedding_gradient.py); exact
     # Frozen-work cache: compute a frozen lower part (the strategy's, or a task's frozen encoder) once
     # and train the rest on its stored output. auto: whenever that is exact; true: an error when not.

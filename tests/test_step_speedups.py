@@ -126,8 +126,13 @@ def test_fast_masks_drop_at_the_rate_asked(p):
     n = 1_000_000
     dropped = 1 - keep_mask(torch.Size([1000, 1000]), p, torch.device("cpu")).float().mean().item()
     assert abs(dropped - p) < 5 * math.sqrt(p * (1 - p) / n)  # within 5 sigma of a binomial
-    row = keep_mask(torch.Size([1, 7]), p, torch.device("cpu"))  # sizes not a multiple of 3 draws per word
+    row = keep_mask(torch.Size([1, 7]), p, torch.device("cpu"))  # sizes not a multiple of 4 numbers per draw
     assert row.shape == (1, 7) and row.dtype == torch.bool
+    # each of the four 16-bit numbers of a 64-bit draw, the one holding its top bit included, drops at p
+    lanes = keep_mask(torch.Size([n]), p, torch.device("cpu")).view(-1, 4)
+    for lane in range(4):
+        dropped = 1 - lanes[:, lane].float().mean().item()
+        assert abs(dropped - p) < 5 * math.sqrt(p * (1 - p) / (n / 4)), lane
 
 
 def test_fast_dropout_scales_kept_values_and_routes_gradients_through_them():
