@@ -12,8 +12,9 @@ kernel (``index_add_`` over the indices as they come; PyTorch's result is bit-fo
 tested), zeroes the padding row, and hands autograd a new tensor over that buffer, which autograd
 takes as the parameter's ``.grad`` without copying. It does so only when the parameter has no
 gradient yet (after ``zero_grad(set_to_none=True)``, as the training loop does, which holds no
-other reference to an old gradient), so the buffer is free again; otherwise (gradient accumulation's later micro-batches, a caller that zeroes in
-place) it returns PyTorch's own fresh gradient. The buffer stays allocated between steps (47 MB).
+other reference to an old gradient), so the buffer is free again; otherwise (gradient
+accumulation's later micro-batches, a caller that zeroes in place) it returns PyTorch's own fresh
+gradient. The buffer stays allocated between steps (47 MB).
 """
 from __future__ import annotations
 
@@ -29,29 +30,30 @@ MMAP_THRESHOLD_BYTES = host_memory.MMAP_THRESHOLD_BYTES  # blocks above it glibc
 
 
 class _EmbeddingWithKeptGradient(torch.autograd.Function):
-    """``F.embedding(ids, weight, padding_idx)`` whose weight gradient is built in ``owner``'s kept buffer."""
+    """``owner``'s lookup (``weight`` is ``owner.weight``, passed so autograd tracks it) whose weight
+    gradient is built in ``owner``'s kept buffer."""
 
     @staticmethod
-    def forward(ctx, ids: torch.Tensor, weight: torch.Tensor, padding_idx: Optional[int], owner: "KeptGradientEmbedding") -> torch.Tensor:  # type: ignore[override]
+    def forward(ctx, ids: torch.Tensor, weight: torch.Tensor, owner: "KeptGradientEmbedding") -> torch.Tensor:  # type: ignore[override]
         ctx.save_for_backward(ids)
-        ctx.weight, ctx.padding_idx, ctx.owner = weight, padding_idx, owner
-        return nn.functional.embedding(ids, weight, padding_idx)  # Shape: [*ids.shape, hidden]
+        ctx.owner = owner
+        return nn.functional.embedding(ids, weight, owner.padding_idx)  # Shape: [*ids.shape, hidden]
 
     @staticmethod
     @once_differentiable
-    def backward(ctx, grad: torch.Tensor) -> tuple[None, torch.Tensor, None, None]:  # type: ignore[override]
+    def backward(ctx, grad: torch.Tensor) -> tuple[None, torch.Tensor, None]:  # type: ignore[override]
         (ids,) = ctx.saved_tensors
-        weight, padding_idx = ctx.weight, ctx.padding_idx
+        weight, padding_idx = ctx.owner.weight, ctx.owner.padding_idx
         rows = grad.reshape(-1, weight.shape[1])  # Shape: [tokens, hidden]
         flat_ids = ids.reshape(-1)  # Shape: [tokens]
         if weight.grad is not None:  # the kept buffer may be that gradient: PyTorch's own fresh one
-            return None, torch.ops.aten.embedding_dense_backward(rows, flat_ids, weight.shape[0], -1 if padding_idx is None else padding_idx, False), None, None
+            return None, torch.ops.aten.embedding_dense_backward(rows, flat_ids, weight.shape[0], -1 if padding_idx is None else padding_idx, False), None
         buffer = ctx.owner.gradient_buffer(weight, rows.dtype)
         buffer.zero_()
         buffer.index_add_(0, flat_ids, rows)
         if padding_idx is not None:
             buffer[padding_idx].zero_()
-        return None, buffer.detach(), None, None  # a new tensor over the buffer: autograd keeps it as .grad uncopied
+        return None, buffer.detach(), None  # a new tensor over the buffer: autograd keeps it as .grad uncopied
 
 
 class KeptGradientEmbedding(nn.Embedding):
@@ -69,7 +71,7 @@ class KeptGradientEmbedding(nn.Embedding):
         weight = self.weight
         if not (torch.is_grad_enabled() and weight.requires_grad and weight.device.type == "cpu" and _default_options(self)):
             return super().forward(ids)
-        return _EmbeddingWithKeptGradient.apply(ids, weight, self.padding_idx, self)
+        return _EmbeddingWithKeptGradient.apply(ids, weight, self)
 
     def __getstate__(self) -> dict[str, Any]:  # a copy (deepcopy, pickle) does not carry the 47 MB scratch buffer
         state = self.__dict__.copy()
